@@ -1,0 +1,107 @@
+"""Every backend-specific choice in one place: device, execution mode, dtypes, attention kernel, parallelism.
+
+| capability                    | Ascend                         | GPU              | CPU                      |
+|-------------------------------|--------------------------------|------------------|--------------------------|
+| fused attention               | ``ops.flash_attention_score``  | plain            | plain                    |
+| low-precision dtype           | bfloat16                       | float16          | float16 (no bf16 kernels)|
+| optimizer-parallel sharding   | yes                            | no (data par.)   | no (data par.)           |
+| graph jit level               | O1                             | O0               | O0                       |
+
+Cells read these functions when they are *built* (not in ``construct``), so a network built after
+``setup_device`` carries its backend's choices as graph constants.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Optional
+
+import mindspore as ms
+
+logger = logging.getLogger(__name__)
+
+DEVICES = ("Ascend", "GPU", "CPU")
+
+# Set by tests to run the same network through each attention implementation the backend allows.
+_ATTENTION_OVERRIDE: Optional[str] = None
+
+
+def _available(device: str) -> bool:
+    from mindspore import device_context
+    quiet = logging.getLogger("mindspore")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        return bool(getattr(device_context, device.lower()).is_available())
+    except Exception:  # a MindSpore build without that backend's plugin
+        return False
+    finally:
+        quiet.setLevel(level)
+
+
+def best_device() -> str:
+    """The first available of Ascend, GPU, CPU."""
+    for device in DEVICES:
+        if device == "CPU" or _available(device):
+            return device
+    return "CPU"
+
+
+def setup_device(device_target: Optional[str] = None, mode: int = 1, device_id: Optional[int] = None,
+                 jit_level: Optional[str] = None) -> str:
+    """Select device and execution mode (0 = graph, 1 = PyNative, as mindone's ``--mode``)."""
+    if device_target is None:
+        device_target = best_device()
+        logger.info("device_target not given: using %s (best available)", device_target)
+    if device_target not in DEVICES:
+        raise ValueError(f"device_target must be one of {DEVICES}, got {device_target!r}")
+    if device_target != "CPU" and not _available(device_target):
+        raise RuntimeError(f"device_target {device_target} is not available in this MindSpore installation")
+    if mode not in (0, 1):
+        raise ValueError(f"mode must be 0 (graph) or 1 (PyNative), got {mode!r}")
+    if device_id is None:
+        device_id = int(os.environ.get("DEVICE_ID", "0"))
+    if device_target == "CPU":
+        ms.set_device("CPU")
+    else:
+        ms.set_device(device_target, device_id)
+    ms.set_context(mode=ms.GRAPH_MODE if mode == 0 else ms.PYNATIVE_MODE)
+    if mode == 0:
+        ms.set_context(jit_config={"jit_level": jit_level or default_jit_level(device_target)})
+    return device_target
+
+
+def device_target() -> str:
+    return ms.get_context("device_target")
+
+
+def default_jit_level(device: Optional[str] = None) -> str:
+    # O1 enables Ascend's graph-kernel fusion; O0 (kernel by kernel) is the tested level elsewhere.
+    return "O1" if (device or device_target()) == "Ascend" else "O0"
+
+
+def low_precision_dtype(device: Optional[str] = None):
+    """bf16 on Ascend; fp16 elsewhere (MindSpore 2.8 has no CPU bf16 conv/matmul kernels)."""
+    return ms.bfloat16 if (device or device_target()) == "Ascend" else ms.float16
+
+
+def attention_impl() -> str:
+    """``"flash"`` (Ascend FlashAttentionScore) or ``"plain"`` (batched matmul + softmax)."""
+    if _ATTENTION_OVERRIDE is not None:
+        return _ATTENTION_OVERRIDE
+    return "flash" if device_target() == "Ascend" else "plain"
+
+
+def set_attention_impl(impl: Optional[str]) -> None:
+    """Force an attention implementation for networks built afterwards (None = backend default)."""
+    global _ATTENTION_OVERRIDE
+    if impl not in (None, "flash", "plain"):
+        raise ValueError(f"attention implementation must be 'flash', 'plain' or None, got {impl!r}")
+    if impl == "flash" and device_target() != "Ascend":
+        raise ValueError(f"flash attention needs Ascend; this process runs on {device_target()}")
+    _ATTENTION_OVERRIDE = impl
+
+
+def supports_parallel_optimizer(device: Optional[str] = None) -> bool:
+    """MindSpore's ``enable_parallel_optimizer`` raises "only supports Ascend" elsewhere (measured on CPU)."""
+    return (device or device_target()) == "Ascend"

@@ -1,0 +1,146 @@
+"""The spatio-temporal UNet of SVD (generative-models ``sgm/modules/diffusionmodules/video_model.py``,
+``VideoUNet``), with the original parameter names (``input_blocks.4.1.time_stack.0.attn1.to_q`` ...).
+
+Inputs follow the original: x (B·T, C_in, h, w) = [c_in·noisy latent ‖ conditioning latent],
+timesteps (B·T,) = c_noise, context (B·T, 1, D) CLIP image embedding, y (B·T, adm_in_channels) added-time
+vector, num_video_frames T. The frame count is a call argument, not part of the network.
+"""
+from typing import Optional
+
+import mindspore as ms
+from mindspore import nn, ops
+
+from exvideo_ms.config import ExVideoConfig, UNetConfig
+from exvideo_ms.nn.embeddings import mlp, timestep_embedding
+from exvideo_ms.nn.layers import SiLU, conv2d, nearest_upsample2x
+from exvideo_ms.nn.norm import UNET_RESBLOCK_EPS, GroupNorm
+from exvideo_ms.nn.resblock import VideoResBlock
+from exvideo_ms.nn.transformer import SpatialVideoTransformer
+
+TIME_EMBED_MULT = 4  # sgm VideoUNet: time_embed_dim = model_channels * 4
+
+
+class Downsample(nn.Cell):
+    """Conv 3×3, stride 2, padding 1 (``op``)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.op = conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def construct(self, x):
+        return self.op(x)
+
+
+class Upsample(nn.Cell):
+    """Nearest ×2, then conv 3×3 (``conv``)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = conv2d(channels, channels, 3, padding=1)
+
+    def construct(self, x):
+        return self.conv(nearest_upsample2x(x))
+
+
+class TimestepEmbedSequential(nn.SequentialCell):
+    """One ``input_blocks.i`` / ``output_blocks.i`` / ``middle_block``: layers indexed as in the checkpoint,
+    each called with the arguments its kind needs."""
+
+    def __init__(self, layers):
+        super().__init__(layers)
+        kinds = []
+        for layer in layers:
+            if isinstance(layer, VideoResBlock):
+                kinds.append("res")
+            elif isinstance(layer, SpatialVideoTransformer):
+                kinds.append("attn")
+            else:
+                kinds.append("plain")
+        self.kinds = tuple(kinds)
+
+    def construct(self, x, emb, context, num_frames: int):
+        for i, layer in enumerate(self.cell_list):
+            kind = self.kinds[i]
+            if kind == "res":
+                x = layer(x, emb, num_frames)
+            elif kind == "attn":
+                x = layer(x, context, num_frames)
+            else:
+                x = layer(x)
+        return x
+
+
+class VideoUNet(nn.Cell):
+    def __init__(self, cfg: UNetConfig, exvideo: Optional[ExVideoConfig] = None):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        mc = cfg.model_channels
+        ted = mc * TIME_EMBED_MULT
+        self.model_channels = mc
+        self.time_embed = mlp(mc, ted, ted)
+        self.label_emb = nn.CellList([mlp(cfg.adm_in_channels, ted, ted)])
+
+        def res(cin, cout):
+            return VideoResBlock(cin, ted, cout, cfg.video_kernel_size, cfg.merge_factor)
+
+        def attn(ch, level):
+            heads = cfg.heads_at(level)
+            ext = {}
+            if exvideo is not None:
+                from exvideo_ms.models.exvideo import extension_layers
+                ext = extension_layers(exvideo, ch)
+            return SpatialVideoTransformer(ch, heads, ch // heads, cfg.transformer_depth, cfg.context_dim,
+                                           cfg.merge_factor, **ext)
+
+        blocks = [TimestepEmbedSequential([conv2d(cfg.in_channels, mc, 3, padding=1)])]
+        chans = [mc]
+        ch = mc
+        ds = 1
+        levels = len(cfg.channel_mult)
+        for level, mult in enumerate(cfg.channel_mult):
+            for _ in range(cfg.num_res_blocks):
+                layers = [res(ch, mult * mc)]
+                ch = mult * mc
+                if ds in cfg.attention_resolutions:
+                    layers.append(attn(ch, level))
+                blocks.append(TimestepEmbedSequential(layers))
+                chans.append(ch)
+            if level != levels - 1:
+                blocks.append(TimestepEmbedSequential([Downsample(ch)]))
+                chans.append(ch)
+                ds *= 2
+        self.input_blocks = nn.CellList(blocks)
+        self.middle_block = TimestepEmbedSequential([res(ch, ch), attn(ch, levels - 1), res(ch, ch)])
+        blocks = []
+        for level, mult in reversed(list(enumerate(cfg.channel_mult))):
+            for i in range(cfg.num_res_blocks + 1):
+                layers = [res(ch + chans.pop(), mc * mult)]
+                ch = mc * mult
+                if ds in cfg.attention_resolutions:
+                    layers.append(attn(ch, level))
+                if level and i == cfg.num_res_blocks:
+                    layers.append(Upsample(ch))
+                    ds //= 2
+                blocks.append(TimestepEmbedSequential(layers))
+        self.output_blocks = nn.CellList(blocks)
+        self.out = nn.SequentialCell([GroupNorm(ch, UNET_RESBLOCK_EPS), SiLU(),
+                                      conv2d(mc, cfg.out_channels, 3, padding=1)])
+        self.num_input_blocks = len(self.input_blocks)
+
+    def construct(self, x, timesteps, context, y, num_video_frames: int):
+        """x (B·T, C_in, h, w), timesteps (B·T,), context (B·T, M, D), y (B·T, adm) -> (B·T, C_out, h, w)."""
+        dtype = self.time_embed[0].weight.dtype
+        t_emb = timestep_embedding(timesteps, self.model_channels).astype(dtype)
+        emb = self.time_embed(t_emb) + self.label_emb[0](y.astype(dtype))
+        h = x.astype(dtype)
+        context = context.astype(dtype)
+        hs = []
+        for block in self.input_blocks:
+            h = block(h, emb, context, num_video_frames)
+            hs.append(h)
+        h = self.middle_block(h, emb, context, num_video_frames)
+        for i, block in enumerate(self.output_blocks):
+            h = ops.cat([h, hs[self.num_input_blocks - 1 - i]], 1)
+            h = block(h, emb, context, num_video_frames)
+        return self.out(h).astype(x.dtype)

@@ -1,0 +1,1 @@
+"""Building blocks shared by the UNet, the temporal VAE and the image encoder."""

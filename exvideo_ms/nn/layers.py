@@ -1,0 +1,54 @@
+"""Thin constructors for the convolution and activation layers the original modules use."""
+import math
+
+import mindspore as ms
+from mindspore import nn, ops
+
+SQRT_HALF = 1.0 / math.sqrt(2.0)
+
+
+def conv2d(cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0, bias: bool = True) -> nn.Conv2d:
+    """torch.nn.Conv2d(cin, cout, kernel, stride, padding) with zero padding."""
+    if padding:
+        return nn.Conv2d(cin, cout, kernel, stride=stride, pad_mode="pad", padding=padding, has_bias=bias)
+    return nn.Conv2d(cin, cout, kernel, stride=stride, pad_mode="valid", has_bias=bias)
+
+
+def conv3d(cin: int, cout: int, kernel, padding=None, bias: bool = True) -> nn.Conv3d:
+    """torch.nn.Conv3d(cin, cout, kernel, padding=[k // 2 ...]) with zero padding ("same" for odd kernels)."""
+    kernel = tuple(kernel) if isinstance(kernel, (tuple, list)) else (kernel,) * 3
+    pad = tuple(padding) if padding is not None else tuple(k // 2 for k in kernel)
+    if any(pad):
+        return nn.Conv3d(cin, cout, kernel, pad_mode="pad",
+                         padding=(pad[0], pad[0], pad[1], pad[1], pad[2], pad[2]), has_bias=bias)
+    return nn.Conv3d(cin, cout, kernel, pad_mode="valid", has_bias=bias)
+
+
+def gelu(x):
+    """Exact (erf) GELU, as torch.nn.GELU() / F.gelu; written out because nn.GELU(approximate=False)
+    keeps large temporary buffers in CPU graph mode."""
+    return 0.5 * x * (1.0 + ops.erf(x * SQRT_HALF))
+
+
+def silu(x):
+    return ops.silu(x)
+
+
+class SiLU(nn.Cell):
+    def construct(self, x):
+        return ops.silu(x)
+
+
+class Identity(nn.Cell):
+    """Stands in for parameter-free slots of the original Sequentials (Dropout(p=0))."""
+
+    def construct(self, x):
+        return x
+
+
+def nearest_upsample2x(x):
+    """F.interpolate(x, scale_factor=2, mode="nearest") on (N, C, H, W) by broadcasting (exact)."""
+    n, c, h, w = x.shape
+    x = ops.broadcast_to(x.reshape(n, c, h, 1, w, 1), (n, c, h, 2, w, 2))
+    return x.reshape(n, c, 2 * h, 2 * w)
+
