@@ -26,6 +26,9 @@ class GroupNorm(nn.Cell):
     """torch.nn.GroupNorm over any (N, C, ...) input: statistics per sample and group over all other axes.
 
     A 5-D (B, C, T, H, W) input is normalised over (C/G, T, H, W), as torch does for the temporal blocks.
+    The statistics come from MindSpore's fused LayerNorm kernel on the (N, G, C/G·…) view; the affine uses
+    an explicit ``broadcast_to`` and ``bias_add``, because broadcasting Mul/Add kernels keep several times
+    their output as buffers in CPU graph mode (measured: 15x the output for the naive form, 0.4x for this).
     """
 
     def __init__(self, num_channels: int, eps: float, num_groups: int = GROUPS):
@@ -37,17 +40,17 @@ class GroupNorm(nn.Cell):
         self.eps = eps
         self.weight = Parameter(initializer("ones", (num_channels,), ms.float32), name="weight")
         self.bias = Parameter(initializer("zeros", (num_channels,), ms.float32), name="bias")
+        self.norm = ops.LayerNorm(begin_norm_axis=2, begin_params_axis=2, epsilon=eps)
 
     def construct(self, x):
         shape = x.shape
         n = shape[0]
         h = x.astype(ms.float32).reshape(n, self.num_groups, -1)
-        mean = h.mean(-1, keep_dims=True)
-        h = h - mean
-        var = (h * h).mean(-1, keep_dims=True)
-        h = h * ops.rsqrt(var + self.eps)
+        size = h.shape[2]
+        h, _, _ = self.norm(h, ops.ones((size,), ms.float32), ops.zeros((size,), ms.float32))
         h = h.reshape(n, self.num_channels, -1)
-        h = h * self.weight.astype(ms.float32).reshape(1, -1, 1) + self.bias.astype(ms.float32).reshape(1, -1, 1)
+        h = h * ops.broadcast_to(self.weight.astype(ms.float32).reshape(1, -1, 1), h.shape)
+        h = ops.bias_add(h, self.bias.astype(ms.float32))
         return h.reshape(shape).astype(x.dtype)
 
 

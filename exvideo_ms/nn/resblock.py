@@ -6,7 +6,7 @@ with a (3, 1, 1) Conv3d) and ``time_mixer.mix_factor``.
 """
 from typing import Sequence
 
-from mindspore import mint, nn
+from mindspore import mint, nn, ops
 
 from exvideo_ms.nn.blend import AlphaBlender
 from exvideo_ms.nn.layers import Identity, SiLU, conv2d, conv3d
@@ -49,10 +49,12 @@ class ResBlock(nn.Cell):
         if self.use_emb:
             e = self.emb_layers(emb)
             if self.dims == 2:
-                h = h + e.reshape(e.shape + (1, 1))
+                e = e.reshape(e.shape + (1, 1))
             else:
                 # (B, T, C) -> (B, C, T, 1, 1)
-                h = h + mint.permute(e, (0, 2, 1)).reshape(e.shape[0], e.shape[2], e.shape[1], 1, 1)
+                e = mint.permute(e, (0, 2, 1)).reshape(e.shape[0], e.shape[2], e.shape[1], 1, 1)
+            # explicit broadcast: a broadcasting Add keeps ~4x its output as buffers in CPU graph mode
+            h = h + ops.broadcast_to(e.astype(h.dtype), h.shape)
         h = self.out_layers(h)
         skip = self.skip_connection(x) if self.has_skip_conv else x
         return skip + h

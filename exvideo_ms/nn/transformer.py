@@ -44,7 +44,7 @@ class FeedForward(nn.Cell):
 def _cross(attn: CrossAttention, norm: LayerNorm, x, context):
     """attn(norm(x), context), taking the exact one-token shortcut when the context is a single token."""
     if context.shape[1] == 1:
-        return attn.single_token(context)
+        return ops.broadcast_to(attn.single_token(context), x.shape)
     return attn(norm(x), context)
 
 
@@ -90,7 +90,8 @@ class VideoTransformerBlock(nn.Cell):
         x = self.ff_in(self.norm_in(x)) + x
         x = self.attn1(self.norm1(x)) + x
         if context.shape[1] == 1:
-            x = (x.reshape(b, s * num_frames, c) + self.attn2.single_token(context)).reshape(b * s, num_frames, c)
+            ctx_out = ops.broadcast_to(self.attn2.single_token(context), (b, s * num_frames, c))
+            x = (x.reshape(b, s * num_frames, c) + ctx_out).reshape(b * s, num_frames, c)
         else:
             m, d = context.shape[1], context.shape[2]
             ctx = ops.broadcast_to(context.reshape(b, 1, m, d), (b, s, m, d)).reshape(b * s, m, d)
@@ -150,7 +151,7 @@ class SpatialVideoTransformer(nn.Cell):
         x = self.proj_in(x)
         time_context = context.reshape(b, num_frames, context.shape[1], context.shape[2])[:, 0]
         pos = self.frame_positions(num_frames).astype(x.dtype)
-        pos = ops.broadcast_to(pos.reshape(1, num_frames, 1, c), (b, num_frames, 1, c)).reshape(bt, 1, c)
+        pos = ops.broadcast_to(pos.reshape(1, num_frames, 1, c), (b, num_frames, h * w, c)).reshape(bt, h * w, c)
         for i in range(self.depth):
             x = self.transformer_blocks[i](x, context)
             x_mix = x + pos

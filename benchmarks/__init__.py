@@ -1,0 +1,1 @@
+"""Side-by-side MindSpore / PyTorch benchmarks; each writes its table into docs/benchmarks.md."""

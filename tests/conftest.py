@@ -1,0 +1,84 @@
+"""Shared fixtures: a tiny random SVD built with diffusers/transformers (SVD-XT's block structure, small
+widths), saved as a diffusers folder, converted once per session, and loaded into our MindSpore cells."""
+import logging
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("GLOG_v", "3")  # MindSpore C++ warnings off
+sys.path.insert(0, str(Path(__file__).parent))  # tests/references.py
+
+import mindspore as ms  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = REPO.parent / "shared" / "reference"
+
+
+def pytest_configure(config):
+    ms.set_device("CPU")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    logging.getLogger("mindspore").setLevel(logging.ERROR)
+
+
+@pytest.fixture(autouse=True)
+def _pynative_by_default():
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    yield
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
+def rel_err(a, b) -> float:
+    """max |a − b| / max |b|."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+@pytest.fixture(scope="session")
+def torch_models():
+    import references
+    unet, vae, clip = references.tiny_torch_models()
+    return unet, vae, clip
+
+
+@pytest.fixture(scope="session")
+def diffusers_folder(torch_models, tmp_path_factory):
+    import references
+    return references.save_diffusers_folder(tmp_path_factory.mktemp("tiny") / "tiny-svd", *torch_models)
+
+
+@pytest.fixture(scope="session")
+def converted(diffusers_folder, tmp_path_factory):
+    """(ckpt path, yaml path) of the tiny diffusers folder converted by our converter."""
+    from exvideo_ms.convert.converter import convert
+    out = tmp_path_factory.mktemp("converted") / "tiny.ckpt"
+    convert([diffusers_folder], out, progress=False)
+    return out, out.with_suffix(".yaml")
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg(converted):
+    from exvideo_ms.config import load_config
+    return load_config(converted[1])
+
+
+@pytest.fixture(scope="session")
+def ms_model(converted, tiny_cfg):
+    from exvideo_ms.checkpoint import load_checkpoint
+    from exvideo_ms.models.svd import build_model
+    model = build_model(tiny_cfg)
+    load_checkpoint(model, converted[0])
+    return model
+
+
+@pytest.fixture(scope="session")
+def aligned_unet(torch_models):
+    """The diffusers UNet with its ResBlock GroupNorm eps set to the original 1e-5."""
+    import copy
+
+    import references
+    unet = copy.deepcopy(torch_models[0])
+    references.align_unet_eps_(unet)
+    return unet
