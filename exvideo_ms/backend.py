@@ -27,16 +27,13 @@ _ATTENTION_OVERRIDE: Optional[str] = None
 
 
 def _available(device: str) -> bool:
-    from mindspore import device_context
-    quiet = logging.getLogger("mindspore")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
+    """Whether this MindSpore installation loaded the device's plugin (the check behind
+    ``mindspore.device_context.<device>.is_available``, without its log lines)."""
+    from mindspore._c_expression import MSContext
     try:
-        return bool(getattr(device_context, device.lower()).is_available())
-    except Exception:  # a MindSpore build without that backend's plugin
-        return False
-    finally:
-        quiet.setLevel(level)
+        return bool(MSContext.get_instance().is_pkg_support_device(device))
+    except Exception:  # an older build without this query
+        return device == "CPU"
 
 
 def best_device() -> str:

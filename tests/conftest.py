@@ -2,19 +2,14 @@
 widths), saved as a diffusers folder, converted once per session, and loaded into our MindSpore cells."""
 import logging
 import os
-import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 os.environ.setdefault("GLOG_v", "3")  # MindSpore C++ warnings off
-sys.path.insert(0, str(Path(__file__).parent))  # tests/references.py
 
 import mindspore as ms  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO.parent / "shared" / "reference"
+from tests import references  # noqa: E402
 
 
 def pytest_configure(config):
@@ -30,22 +25,14 @@ def _pynative_by_default():
     ms.set_context(mode=ms.PYNATIVE_MODE)
 
 
-def rel_err(a, b) -> float:
-    """max |a − b| / max |b|."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
-
-
 @pytest.fixture(scope="session")
 def torch_models():
-    import references
     unet, vae, clip = references.tiny_torch_models()
     return unet, vae, clip
 
 
 @pytest.fixture(scope="session")
 def diffusers_folder(torch_models, tmp_path_factory):
-    import references
     return references.save_diffusers_folder(tmp_path_factory.mktemp("tiny") / "tiny-svd", *torch_models)
 
 
@@ -77,8 +64,6 @@ def ms_model(converted, tiny_cfg):
 def aligned_unet(torch_models):
     """The diffusers UNet with its ResBlock GroupNorm eps set to the original 1e-5."""
     import copy
-
-    import references
     unet = copy.deepcopy(torch_models[0])
     references.align_unet_eps_(unet)
     return unet

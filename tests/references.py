@@ -80,7 +80,7 @@ TINY_UNET = dict(in_channels=8, out_channels=4,
 TINY_VAE = dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
                 block_out_channels=(32, 32, 64, 64), layers_per_block=2, latent_channels=4, sample_size=64,
                 scaling_factor=0.18215)
-TINY_CLIP = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=28,
+TINY_CLIP = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=224,
                  patch_size=14, projection_dim=32, hidden_act="gelu", layer_norm_eps=1e-5)
 # scheduler_config.json of stabilityai/stable-video-diffusion-img2vid-xt (reference §8)
 SVD_SCHEDULER = dict(prediction_type="v_prediction", use_karras_sigmas=True, sigma_min=0.002, sigma_max=700.0,
@@ -146,6 +146,7 @@ def diffusers_pipeline(path: Path):
                            UNetSpatioTemporalConditionModel)
     from transformers import CLIPVisionModelWithProjection
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+    path = Path(path)
     unet = UNetSpatioTemporalConditionModel.from_pretrained(path / "unet").eval()
     align_unet_eps_(unet)
     return StableVideoDiffusionPipeline(

@@ -1,6 +1,6 @@
 """Strict YAML configs: the released models' values, and errors that name the offending key."""
 import pytest
-from conftest import REPO
+from tests.helpers import REPO
 
 from exvideo_ms.config import ConfigError, load_config
 

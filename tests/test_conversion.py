@@ -9,7 +9,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 import torch
-from conftest import REFERENCE, REPO
+from tests.helpers import REFERENCE, REPO
 from safetensors.torch import save_file
 
 from exvideo_ms.checkpoint import CheckpointError, checkpoint_index, iter_checkpoint, load_checkpoint
@@ -53,7 +53,7 @@ class ShapesOnly(Source):
 
 @pytest.fixture(scope="module")
 def sgm_file(torch_models, tmp_path_factory):
-    import references
+    from tests import references
     path = tmp_path_factory.mktemp("sgm") / "tiny_svd.safetensors"
     save_file(references.sgm_state_dict(*torch_models), str(path))
     return path
@@ -191,7 +191,7 @@ def test_misspelled_config_key_is_an_error(sgm_file, converted, tmp_path):
 
 
 def test_unknown_and_missing_keys_are_named(torch_models, converted, tmp_path):
-    import references
+    from tests import references
     sd = references.sgm_state_dict(*torch_models)
     sd["model.diffusion_model.input_blocks.1.1.extra.weight"] = torch.zeros(3)
     del sd["model.diffusion_model.out.2.bias"]

@@ -1,9 +1,9 @@
 """Graph mode (static compilation) gives the PyNative results."""
 import mindspore as ms
 import numpy as np
-from conftest import rel_err
+from tests.helpers import rel_err
 from mindspore import Tensor
-from test_unet import ms_unet, unet_inputs
+from tests.test_unet import ms_unet, unet_inputs
 
 TOL = 1e-5
 
@@ -20,7 +20,7 @@ def test_vae_and_image_encoder_graph_equal_pynative(ms_model):
     g = np.random.default_rng(12)
     z = Tensor(g.standard_normal((5, 4, 8, 16)).astype(np.float32))
     img = Tensor(g.uniform(-1, 1, (2, 3, 64, 128)).astype(np.float32))
-    pix = Tensor(g.standard_normal((2, 3, 28, 28)).astype(np.float32))
+    pix = Tensor(g.standard_normal((2, 3, 224, 224)).astype(np.float32))
     eager = [ms_model.vae.decode(z, 5).asnumpy(), ms_model.vae.encode(img).asnumpy(),
              ms_model.image_encoder(pix).asnumpy()]
     ms.set_context(mode=ms.GRAPH_MODE)

@@ -3,7 +3,7 @@ VisionTransformer in its original naming; preprocessing against diffusers' antia
 import numpy as np
 import pytest
 import torch
-from conftest import rel_err
+from tests.helpers import rel_err
 from mindspore import Tensor
 
 from exvideo_ms.config import ImageEncoderConfig
@@ -14,7 +14,7 @@ TOL = 1e-4
 
 
 def test_embedding_matches_transformers(ms_model, torch_models):
-    pix = np.random.default_rng(0).standard_normal((3, 3, 28, 28)).astype(np.float32)
+    pix = np.random.default_rng(0).standard_normal((3, 3, 224, 224)).astype(np.float32)
     with torch.no_grad():
         ref = torch_models[2](torch.from_numpy(pix)).image_embeds.numpy()
     assert rel_err(ms_model.image_encoder(Tensor(pix)).asnumpy(), ref) <= TOL
@@ -22,7 +22,7 @@ def test_embedding_matches_transformers(ms_model, torch_models):
 
 def test_embedding_matches_open_clip_in_original_naming():
     """Weights in open_clip's own names, placed by the Stability-layout table (prefix swap only)."""
-    import references
+    from tests import references
     oc = references.open_clip_transformer()
     torch.manual_seed(0)
     vit = oc.VisionTransformer(image_size=28, patch_size=14, width=64, layers=2, heads=4, mlp_ratio=2.0,

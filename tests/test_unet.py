@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import rel_err
+from tests.helpers import rel_err
 from mindspore import Tensor
 
 from exvideo_ms import backend
@@ -99,7 +99,7 @@ def test_groupnorm_eps_follows_the_original(ms_model, torch_models, aligned_unet
 
 def test_full_size_diffusers_has_72_divergent_groupnorms():
     """The reference's claim, checked on diffusers' own full-size SVD-XT UNet (built on the meta device)."""
-    import references
+    from tests import references
     from diffusers import UNetSpatioTemporalConditionModel
     with torch.device("meta"):
         unet = UNetSpatioTemporalConditionModel()

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import rel_err
+from tests.helpers import rel_err
 from mindspore import Tensor
 
 TOL = 1e-4

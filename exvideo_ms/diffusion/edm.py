@@ -1,0 +1,64 @@
+"""EDM (Karras et al. 2022) schedule and v-prediction preconditioning as SVD uses them
+(generative-models ``EDMDiscretization``, ``VScalingWithEDMcNoise``, ``EDMWeighting``).
+
+Functions take NumPy arrays or Python floats for σ (one σ per video); the network-facing code turns
+them into tensors.
+"""
+import numpy as np
+
+SIGMA_DATA = 1.0  # VScalingWithEDMcNoise: σ_data = 1
+C_NOISE_SCALE = 0.25  # c_noise = 0.25 · ln σ
+
+
+def append_zero(sigmas: np.ndarray) -> np.ndarray:
+    return np.concatenate([sigmas, np.zeros(1, sigmas.dtype)])
+
+
+def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float) -> np.ndarray:
+    """The EDM ρ-spaced schedule from σ_max down to σ_min (Karras et al. 2022, eq. 5), then a final 0;
+    n + 1 values in float64."""
+    if n < 1:
+        raise ValueError(f"number of sampling steps must be >= 1, got {n}")
+    ramp = np.linspace(0.0, 1.0, n) if n > 1 else np.zeros(1)
+    max_inv, min_inv = sigma_max ** (1.0 / rho), sigma_min ** (1.0 / rho)
+    return append_zero((max_inv + ramp * (min_inv - max_inv)) ** rho)
+
+
+def karras_sigmas_strength(n: int, sigma_min: float, sigma_max: float, rho: float, strength: float) -> np.ndarray:
+    """The last ``strength`` fraction of the ρ-ramp in n steps, then 0 (DiffSynth ContinuousODEScheduler
+    ``set_timesteps(n, denoising_strength)``): strength 1 is ``karras_sigmas``; 0.5 starts half-way down."""
+    if not 0.0 < strength <= 1.0:
+        raise ValueError(f"denoising strength must be in (0, 1], got {strength}")
+    ramp = np.linspace(1.0 - strength, 1.0, n) if n > 1 else np.full(1, 1.0 - strength)
+    max_inv, min_inv = sigma_max ** (1.0 / rho), sigma_min ** (1.0 / rho)
+    return append_zero((max_inv + ramp * (min_inv - max_inv)) ** rho)
+
+
+def v_scalings(sigma):
+    """(c_skip, c_out, c_in, c_noise) of the v-prediction denoiser with EDM c_noise:
+    c_skip = σd²/(σ²+σd²), c_out = −σ·σd/√(σ²+σd²), c_in = 1/√(σ²+σd²), c_noise = 0.25·ln σ."""
+    sigma = np.asarray(sigma, np.float64)
+    c_skip = SIGMA_DATA ** 2 / (sigma ** 2 + SIGMA_DATA ** 2)
+    c_out = -sigma * SIGMA_DATA / np.sqrt(sigma ** 2 + SIGMA_DATA ** 2)
+    c_in = 1.0 / np.sqrt(sigma ** 2 + SIGMA_DATA ** 2)
+    c_noise = C_NOISE_SCALE * np.log(sigma)
+    return c_skip, c_out, c_in, c_noise
+
+
+def edm_weight(sigma):
+    """EDM loss weighting λ(σ) = (σ² + σd²)/(σ·σd)² (sgm ``EDMWeighting``)."""
+    sigma = np.asarray(sigma, np.float64)
+    return (sigma ** 2 + SIGMA_DATA ** 2) / (sigma * SIGMA_DATA) ** 2
+
+
+def initial_noise_scale(sigma_max: float) -> float:
+    """x_0 = ε·√(1 + σ_max²) (sgm ``EulerEDMSampler.prepare_sampling_loop``; diffusers ``init_noise_sigma``)."""
+    return float(np.sqrt(1.0 + sigma_max ** 2))
+
+
+def append_dims(x, target_dims: int):
+    """Append trailing singleton axes to ``x`` until it has ``target_dims`` axes."""
+    missing = target_dims - x.ndim
+    if missing < 0:
+        raise ValueError(f"append_dims: input has {x.ndim} dims but target_dims is {target_dims}, which is fewer")
+    return x.reshape(x.shape + (1,) * missing)
