@@ -18,7 +18,7 @@ import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 logger = logging.getLogger("image_to_video")
 
@@ -42,6 +42,15 @@ class SVDOptions:
     amp_level: Optional[str] = None
     dtype: Optional[str] = None
     cfg_mode: str = "batch"
+    # ExVideo options (defaults from the model config; see README "ExVideo")
+    contrast_enhance_scale: Optional[float] = None
+    post_normalize: Optional[bool] = None
+    decode_window: Optional[int] = None
+    decode_stride: Optional[int] = None
+    denoising_strength: float = 1.0
+    input_video: Optional[str] = None
+    mask_frames: Optional[List[str]] = None
+    mask_frame_ids: Optional[List[int]] = None
 
 
 def build_parser():
@@ -108,7 +117,11 @@ def generate(args) -> dict:
                   num_inference_steps=opts.sampling_steps, min_guidance_scale=opts.min_cfg,
                   max_guidance_scale=opts.max_cfg, fps=opts.fps, motion_bucket_id=opts.motion_bucket_id,
                   noise_aug_strength=opts.noise_aug_strength, decode_chunk_size=opts.decode_chunk_size,
-                  seed=args.seed, output_type="np", cfg_mode=opts.cfg_mode)
+                  seed=args.seed, output_type="np", cfg_mode=opts.cfg_mode,
+                  contrast_enhance_scale=opts.contrast_enhance_scale, post_normalize=opts.post_normalize,
+                  decode_window=opts.decode_window, decode_stride=opts.decode_stride,
+                  denoising_strength=opts.denoising_strength, input_video=opts.input_video,
+                  mask_frames=opts.mask_frames, mask_frame_ids=opts.mask_frame_ids)
     settings = pipe.settings_dict()
 
     out_dir = Path(args.output_dir)

@@ -24,6 +24,10 @@ DEVICES = ("Ascend", "GPU", "CPU")
 
 # Set by tests to run the same network through each attention implementation the backend allows.
 _ATTENTION_OVERRIDE: Optional[str] = None
+# Largest temporary (attention scores, feed-forward hidden layer) computed in one piece; larger ones are
+# computed in exact slices along their batch axis (frames for spatial layers, positions for temporal ones).
+DEFAULT_CHUNK_BYTES = 512 * 2 ** 20
+_CHUNK_BYTES = DEFAULT_CHUNK_BYTES
 
 
 def _available(device: str) -> bool:
@@ -97,6 +101,19 @@ def set_attention_impl(impl: Optional[str]) -> None:
     if impl == "flash" and device_target() != "Ascend":
         raise ValueError(f"flash attention needs Ascend; this process runs on {device_target()}")
     _ATTENTION_OVERRIDE = impl
+
+
+def chunk_bytes() -> int:
+    return _CHUNK_BYTES
+
+
+def set_chunk_bytes(nbytes: Optional[int]) -> None:
+    """Memory budget for one attention-score or feed-forward temporary, for networks built afterwards
+    (None = default, 512 MiB). Slicing is exact: it only changes peak memory and speed."""
+    global _CHUNK_BYTES
+    if nbytes is not None and nbytes < 1:
+        raise ValueError(f"chunk budget must be positive bytes, got {nbytes}")
+    _CHUNK_BYTES = DEFAULT_CHUNK_BYTES if nbytes is None else int(nbytes)
 
 
 def supports_parallel_optimizer(device: Optional[str] = None) -> bool:

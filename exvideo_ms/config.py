@@ -80,6 +80,13 @@ class VAEConfig:
     z_channels: int
     scale_factor: float
     video_kernel_size: Tuple[int, int, int]
+    # multiplies latents of *encoded* frames (video-to-video, keyframes, training targets); None = scale_factor.
+    # ExVideo/DiffSynth encode with 0.13025 but decode with 1/0.18215 (reference/exvideo.md §10.1)
+    encode_scale_factor: Optional[float] = None
+
+    @property
+    def encode_scale(self) -> float:
+        return self.scale_factor if self.encode_scale_factor is None else self.encode_scale_factor
 
     def validate(self, where: str = "vae") -> None:
         for mult in self.ch_mult:

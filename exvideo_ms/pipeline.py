@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
 import mindspore as ms
 import numpy as np
@@ -25,10 +25,11 @@ from tqdm.auto import tqdm
 from exvideo_ms import backend
 from exvideo_ms.checkpoint import load_checkpoint
 from exvideo_ms.config import SVDConfig, load_config
-from exvideo_ms.diffusion.edm import initial_noise_scale, karras_sigmas, v_scalings
+from exvideo_ms.diffusion.edm import initial_noise_scale, karras_sigmas, karras_sigmas_strength, v_scalings
 from exvideo_ms.diffusion.guidance import frame_scales, guide, uses_guidance
+from exvideo_ms.diffusion.post_process import post_process_latents
 from exvideo_ms.diffusion.sampler import sample_euler
-from exvideo_ms.media import load_image, resize, to_uint8
+from exvideo_ms.media import load_frames, load_image, resize, to_uint8
 from exvideo_ms.models.conditioner import added_time_ids, added_time_vector
 from exvideo_ms.models.image_encoder import preprocess
 from exvideo_ms.models.svd import SVDModel, build_model
@@ -62,7 +63,57 @@ class Settings:
     cfg_mode: str
     dtype: str
     latents_given: bool = False
+    decode_window: Optional[int] = None
+    decode_stride: Optional[int] = None
+    contrast_enhance_scale: float = 1.0
+    post_normalize: bool = False
+    denoising_strength: float = 1.0
+    input_video_frames: int = 0
+    mask_frame_ids: tuple = ()
     timings: dict = field(default_factory=dict)
+
+
+def _to_frames(decoded: np.ndarray) -> np.ndarray:
+    """(T, 3, H, W) decoder output in [-1, 1] -> (T, H, W, 3) in [0, 1]."""
+    return np.clip(decoded.transpose(0, 2, 3, 1) / 2.0 + 0.5, 0.0, 1.0)
+
+
+def window_spans(total: int, window: int, stride: int):
+    """Temporal windows [start, end): starts 0, stride, 2·stride, ... until a window reaches the end."""
+    spans = []
+    for start in range(0, total, stride):
+        if spans and spans[-1][1] >= total:
+            break
+        spans.append((start, min(start + window, total)))
+    return spans
+
+
+def window_weights(start: int, end: int, total: int, window: int) -> np.ndarray:
+    """Blend weights of one window: a linear ramp 1, 2, ... towards each side that overlaps another window,
+    flat at the video's own first and last frame (DiffSynth's mask restricted to time)."""
+    t = np.arange(end - start, dtype=np.float64)
+    front = t + 1 if start > 0 else np.full_like(t, np.inf)
+    back = (end - start) - t if end < total else np.full_like(t, np.inf)
+    return np.minimum(np.minimum(front, back), window)
+
+
+def keyframe_denoiser(denoise: Callable, key_latents: Tensor, ids, noise: np.ndarray) -> Callable:
+    """Keyframes: before every evaluation, frames ``ids`` are replaced by their latents noised to the current
+    σ with the run's own noise (DiffSynth re-noises ``mask_frame_ids`` each step). Replacing inside the
+    denoiser is exact: the Euler step's last move lands on D, and D only sees the replaced frames."""
+    t = noise.shape[0]
+    mask = np.zeros((t, 1, 1, 1), np.float32)
+    keys = np.zeros(noise.shape, np.float32)
+    key_np = key_latents.asnumpy()
+    for j, i in enumerate(ids):
+        mask[i] = 1.0
+        keys[i] = key_np[j]
+    mask_t, keys_t, noise_t = Tensor(mask), Tensor(keys), Tensor(noise * mask)
+
+    def denoise_with_keys(x, sigma: float):
+        return denoise(x * (1.0 - mask_t) + keys_t * mask_t + noise_t * sigma, sigma)
+
+    return denoise_with_keys
 
 
 def cast_cell(cell, dtype) -> None:
@@ -204,8 +255,22 @@ class SVDPipeline:
         for i in tqdm(range(0, t, chunk), desc="decoding", disable=not progress):
             part = z[i:i + chunk]
             out.append(self.vae.decode(part, part.shape[0]).asnumpy())
-        frames = np.concatenate(out, 0)
-        return np.clip(frames.transpose(0, 2, 3, 1) / 2.0 + 0.5, 0.0, 1.0)
+        return _to_frames(np.concatenate(out, 0))
+
+    def decode_windowed(self, latents: Tensor, window: int, stride: int, progress: bool = True) -> np.ndarray:
+        """Decode overlapping temporal windows and blend them with linear ramps (ExVideo's ``decode_video``):
+        memory is that of one window whatever the length, and no window border shows a seam."""
+        z = latents / self.cfg.vae.scale_factor
+        t = z.shape[0]
+        acc, weight = None, np.zeros((t, 1, 1, 1), np.float64)
+        for start, end in tqdm(window_spans(t, window, stride), desc="decoding", disable=not progress):
+            part = self.vae.decode(z[start:end], end - start).asnumpy().astype(np.float64)
+            w = window_weights(start, end, t, window).reshape(-1, 1, 1, 1)
+            if acc is None:
+                acc = np.zeros((t,) + part.shape[1:], np.float64)
+            acc[start:end] += part * w
+            weight[start:end] += w
+        return _to_frames((acc / weight).astype(np.float32))
 
     # ----------------------------------------------------------------------------------------------- call
     def __call__(self, image, height: Optional[int] = None, width: Optional[int] = None,
@@ -214,7 +279,19 @@ class SVDPipeline:
                  fps: Optional[int] = None, motion_bucket_id: Optional[int] = None,
                  noise_aug_strength: Optional[float] = None, decode_chunk_size: Optional[int] = None,
                  seed: Optional[int] = None, latents=None, output_type: str = "np", cfg_mode: str = "batch",
-                 progress: bool = True) -> np.ndarray:
+                 progress: bool = True, decode_window: Optional[int] = None, decode_stride: Optional[int] = None,
+                 contrast_enhance_scale: Optional[float] = None, post_normalize: Optional[bool] = None,
+                 denoising_strength: float = 1.0, input_video=None, mask_frames=None,
+                 mask_frame_ids: Optional[Sequence[int]] = None) -> np.ndarray:
+        """Generate a video from ``image``; see the module docstring. ExVideo options:
+
+        - ``contrast_enhance_scale``, ``post_normalize``: latent post-processing before decoding;
+        - ``decode_window``/``decode_stride``: blended overlapping temporal windows (default from the config;
+          an explicit ``decode_chunk_size`` selects plain chunked decoding instead);
+        - ``denoising_strength`` < 1 with ``input_video`` (frames resized to the output size): video-to-video
+          refinement, starting from the encoded video noised to the schedule's first σ;
+        - ``mask_frames`` at ``mask_frame_ids``: keyframes, re-noised to the current σ before every step.
+        """
         s = self.cfg.sampling
         num_frames = s.num_frames if num_frames is None else num_frames
         steps = s.num_steps if num_inference_steps is None else num_inference_steps
@@ -223,10 +300,20 @@ class SVDPipeline:
         fps = s.fps if fps is None else fps
         motion_bucket_id = s.motion_bucket_id if motion_bucket_id is None else motion_bucket_id
         noise_aug = s.noise_aug_strength if noise_aug_strength is None else float(noise_aug_strength)
+        contrast = s.contrast_enhance_scale if contrast_enhance_scale is None else float(contrast_enhance_scale)
+        post_normalize = s.post_normalize if post_normalize is None else bool(post_normalize)
+        if decode_chunk_size is None and decode_window is None:
+            decode_window, decode_stride = s.decode_window, s.decode_stride
         chunk = decode_chunk_size or s.decode_chunk_size or num_frames
         _check_positive("num_frames", num_frames)
         _check_positive("num_inference_steps", steps)
         _check_positive("decode_chunk_size", decode_chunk_size)
+        _check_positive("decode_window", decode_window)
+        if decode_window is not None:
+            decode_stride = decode_stride or max(1, decode_window // 2)
+            _check_positive("decode_stride", decode_stride)
+            if decode_stride > decode_window:
+                raise PipelineError(f"decode_stride {decode_stride} > decode_window {decode_window} leaves frames out")
         if cfg_mode not in CFG_MODES:
             raise PipelineError(f"cfg_mode must be one of {CFG_MODES}, got {cfg_mode!r}")
         if output_type not in OUTPUT_TYPES:
@@ -234,6 +321,17 @@ class SVDPipeline:
         if self.cfg.exvideo is not None and num_frames > self.cfg.exvideo.num_positions:
             raise PipelineError(f"num_frames {num_frames} exceeds this model's maximum of "
                                 f"{self.cfg.exvideo.num_positions} frames (its learned position table)")
+        if not 0.0 < denoising_strength <= 1.0:
+            raise PipelineError(f"denoising_strength must be in (0, 1], got {denoising_strength}")
+        if (input_video is not None) != (denoising_strength < 1.0):
+            raise PipelineError("video-to-video needs both input_video and denoising_strength < 1 "
+                                f"(got input_video={'given' if input_video is not None else None}, "
+                                f"denoising_strength={denoising_strength})")
+        mask_frame_ids = tuple(int(i) for i in (mask_frame_ids or ()))
+        if (mask_frames is None) != (not mask_frame_ids):
+            raise PipelineError("keyframes need both mask_frames and mask_frame_ids")
+        if any(not 0 <= i < num_frames for i in mask_frame_ids):
+            raise PipelineError(f"mask_frame_ids {list(mask_frame_ids)} must lie in [0, {num_frames})")
 
         image = load_image(image)
         height, width = self.resolve_size(image.shape[:2], height, width)
@@ -241,7 +339,8 @@ class SVDPipeline:
             seed = int(np.random.SeedSequence().entropy % (2 ** 31))
         rng = np.random.default_rng(seed)
         settings = Settings(height, width, num_frames, steps, min_cfg, max_cfg, fps, motion_bucket_id, noise_aug,
-                            chunk, seed, cfg_mode, self.dtype, latents is not None)
+                            chunk, seed, cfg_mode, self.dtype, latents is not None, decode_window, decode_stride,
+                            contrast, post_normalize, denoising_strength, 0, mask_frame_ids)
         f = self.latent_factor
         latent_shape = (num_frames, self.cfg.vae.z_channels, height // f, width // f)
         t0 = time.perf_counter()
@@ -261,22 +360,44 @@ class SVDPipeline:
             noise = noise.reshape(noise.shape[-4:]) if noise.ndim == 5 and noise.shape[0] == 1 else noise
             if noise.shape != latent_shape:
                 raise PipelineError(f"latents must have shape {latent_shape} (frames, channels, h, w), got {noise.shape}")
-        sigmas = karras_sigmas(steps, s.sigma_min, s.sigma_max, s.rho)
-        x = Tensor(noise * np.float32(initial_noise_scale(sigmas[0])))
+        if denoising_strength < 1.0:
+            sigmas = karras_sigmas_strength(steps, s.sigma_min, s.sigma_max, s.rho, denoising_strength)
+            video = self.encode_video(input_video, num_frames, width, height)
+            settings.input_video_frames = num_frames
+            x = video + Tensor(noise * np.float32(sigmas[0]))  # add_noise: x0 + σ0·ε
+        else:
+            sigmas = karras_sigmas(steps, s.sigma_min, s.sigma_max, s.rho)
+            x = Tensor(noise * np.float32(initial_noise_scale(sigmas[0])))
 
         guided = uses_guidance(min_cfg, max_cfg)
         denoiser = self.make_denoiser(clip, cond_latent, vector, num_frames,
                                       frame_scales(min_cfg, max_cfg, num_frames), guided, cfg_mode)
+        if mask_frame_ids:
+            keys = self.encode_video(mask_frames, len(mask_frame_ids), width, height, what="mask_frames")
+            denoiser = keyframe_denoiser(denoiser, keys, mask_frame_ids, noise)
         t1 = time.perf_counter()
         x = sample_euler(denoiser, x, sigmas, disable=not progress)
         t2 = time.perf_counter()
         settings.timings = {"conditioning_s": t1 - t0, "sampling_s": t2 - t1}
         self.last_settings = settings
+        if post_normalize or contrast != 1.0:
+            x = post_process_latents(x, post_normalize, contrast)
         if output_type == "latent":
             return x.asnumpy()
-        frames = self.decode(x, chunk, progress)
+        if decode_window is not None:
+            frames = self.decode_windowed(x, decode_window, decode_stride, progress)
+        else:
+            frames = self.decode(x, chunk, progress)
         settings.timings["decoding_s"] = time.perf_counter() - t2
         return to_uint8(frames) if output_type == "np" else frames.astype(np.float32)
+
+    def encode_video(self, frames, count: int, width: int, height: int, what: str = "input_video") -> Tensor:
+        """Frames (path, folder, list or array) resized to width×height -> latents × the encode scale."""
+        frames = load_frames(frames)
+        if len(frames) != count:
+            raise PipelineError(f"{what} has {len(frames)} frames, expected {count}")
+        frames = np.stack([resize(fr, width, height) for fr in frames])
+        return self.encode_frames(frames) * self.cfg.vae.encode_scale
 
     def settings_dict(self) -> dict:
         return asdict(self.last_settings) if self.last_settings else {}

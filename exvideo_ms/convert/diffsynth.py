@@ -37,6 +37,24 @@ NAMES = (
 )
 _KEY = re.compile(r"blocks\.(\d+)\.(.+)")
 
+# the 33 tensors of one block in the published file (keys/exvideo_svd_128f_keys.txt)
+PATCH_NAMES = (
+    "positional_embedding.embeddings", "positional_conv.weight", "positional_conv.bias",
+    "positional_embedding_proj.0.weight", "positional_embedding_proj.0.bias",
+    "positional_embedding_proj.2.weight", "positional_embedding_proj.2.bias",
+    "norm_in.weight", "norm_in.bias", "act_fn_in.proj.weight", "act_fn_in.proj.bias", "ff_in.weight", "ff_in.bias",
+    "norm1.weight", "norm1.bias", "attn1.to_q.weight", "attn1.to_k.weight", "attn1.to_v.weight",
+    "attn1.to_out.weight", "attn1.to_out.bias", "norm2.weight", "norm2.bias", "attn2.to_q.weight",
+    "attn2.to_k.weight", "attn2.to_v.weight", "attn2.to_out.weight", "attn2.to_out.bias",
+    "norm_out.weight", "norm_out.bias", "act_fn_out.proj.weight", "act_fn_out.proj.bias",
+    "ff_out.weight", "ff_out.bias",
+)
+
+
+def patch_keys():
+    """All 528 keys of a complete ExVideo patch, in DiffSynth's block order."""
+    return [f"blocks.{i}.{n}" for i in sorted(BLOCKS) for n in PATCH_NAMES]
+
 
 def is_patch(keys: Iterable[str]) -> bool:
     keys = list(keys)
@@ -91,3 +109,39 @@ def block_parameter_names(names: Iterable[str]) -> List[str]:
             continue
         keep.append(n)
     return keep
+
+
+def export_patch(checkpoint, output, progress: bool = True) -> int:
+    """Write the ExVideo tensors of one of our checkpoints (a whole model or trainable weights only) as a
+    patch in DiffSynth's names, float32 safetensors, loadable by DiffSynth-Studio's ExVideo code.
+    Returns the number of tensors written; a checkpoint without all 528 is an error naming what is missing."""
+    from pathlib import Path
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from exvideo_ms.checkpoint import CheckpointError, CheckpointWriter, checkpoint_index, iter_checkpoint
+    if Path(output).suffix != ".safetensors":
+        raise CheckpointError(f"the patch is a safetensors file; --output must end in .safetensors, got {output}")
+    index = checkpoint_index(checkpoint)
+    ours = {}
+    for name in index:
+        try:
+            ours[diffsynth_name(name)] = name
+        except KeyError:
+            continue
+    expected = patch_keys()
+    missing = [k for k in expected if k not in ours]
+    if missing:
+        raise CheckpointError(f"{checkpoint} lacks {len(missing)} of the {len(expected)} ExVideo tensors, e.g. "
+                              + ", ".join(f"{k} (our {our_name(k)})" for k in missing[:4]))
+    # tensors go into the file in the checkpoint's order, so one tensor at a time is in memory
+    allowed = set(expected)
+    by_name = {name: key for key, name in ours.items() if key in allowed}
+    order = [by_name[name] for name in index if name in by_name]
+    layout = {k: (index[ours[k]], "fp32") for k in order}
+    with CheckpointWriter(output, layout) as writer:
+        for name, array in tqdm(iter_checkpoint(checkpoint), total=len(index), desc="exporting", disable=not progress):
+            if name in by_name:
+                writer.write(by_name[name], array.astype(np.float32, copy=False), "fp32")
+    return len(order)

@@ -78,6 +78,10 @@ class PositionalConv3d(nn.Conv3d):
 
     def construct(self, x, num_frames: int, h: int, w: int):
         """x (B·T, h·w, C) tokens -> same shape."""
+        if num_frames < 2 or h < 2 or w < 2:
+            raise ValueError(f"ExVideo's reflect-padded positional conv needs at least 2 frames and 2x2 latents at "
+                             f"every attention level; got {num_frames} frames at {h}x{w} (use more frames or a "
+                             f"larger image)")
         bt, s, c = x.shape
         b = bt // num_frames
         v = mint.permute(x.reshape(b, num_frames, h, w, c), (0, 4, 1, 2, 3))  # (B, C, T, h, w)

@@ -127,9 +127,14 @@ class VideoUNet(nn.Cell):
         self.out = nn.SequentialCell([GroupNorm(ch, UNET_RESBLOCK_EPS), SiLU(),
                                       conv2d(mc, cfg.out_channels, 3, padding=1)])
         self.num_input_blocks = len(self.input_blocks)
+        # ExVideo's learned position table has num_positions rows: the model's maximum frame count
+        self.max_frames = exvideo.num_positions if exvideo is not None else None
 
     def construct(self, x, timesteps, context, y, num_video_frames: int):
         """x (B·T, C_in, h, w), timesteps (B·T,), context (B·T, M, D), y (B·T, adm) -> (B·T, C_out, h, w)."""
+        if self.max_frames is not None and num_video_frames > self.max_frames:
+            raise ValueError(f"{num_video_frames} frames requested; this ExVideo model's position table has "
+                             f"{self.max_frames} rows, its maximum frame count")
         dtype = self.time_embed[0].weight.dtype
         t_emb = timestep_embedding(timesteps, self.model_channels).astype(dtype)
         emb = self.time_embed(t_emb) + self.label_emb[0](y.astype(dtype))

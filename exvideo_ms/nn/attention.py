@@ -10,10 +10,22 @@ from mindspore import Parameter, mint, nn, ops
 from mindspore.common.initializer import initializer
 
 from exvideo_ms import backend
+from exvideo_ms.nn.layers import row_spans
 
 
-def plain_attention(q, k, v, heads: int):
-    """softmax(q kᵀ/√d) v; q (B, N, H·D), k and v (B, M, H·D) -> (B, N, H·D). Softmax in float32."""
+def plain_attention(q, k, v, heads: int, budget: int = None):
+    """softmax(q kᵀ/√d) v; q (B, N, H·D), k and v (B, M, H·D) -> (B, N, H·D). Softmax in float32.
+    With ``budget`` (bytes), batches whose float32 scores would exceed it are computed in exact slices."""
+    spans = row_spans(q.shape[0], heads * q.shape[1] * k.shape[1] * 4, budget) if budget is not None else ((0, 0),)
+    if len(spans) == 1:
+        return _attention(q, k, v, heads)
+    parts = []
+    for start, end in spans:
+        parts.append(_attention(q[start:end], k[start:end], v[start:end], heads))
+    return ops.cat(parts, 0)
+
+
+def _attention(q, k, v, heads: int):
     b, n, c = q.shape
     m = k.shape[1]
     d = c // heads
@@ -38,10 +50,10 @@ def flash_attention(q, k, v, heads: int):
     return out.astype(dtype)
 
 
-def dot_product_attention(q, k, v, heads: int, impl: str = "plain"):
+def dot_product_attention(q, k, v, heads: int, impl: str = "plain", budget: int = None):
     if impl == "flash":
-        return flash_attention(q, k, v, heads)
-    return plain_attention(q, k, v, heads)
+        return flash_attention(q, k, v, heads)  # tiled by the kernel: no score matrix in memory
+    return plain_attention(q, k, v, heads, budget)
 
 
 class CrossAttention(nn.Cell):
@@ -62,10 +74,12 @@ class CrossAttention(nn.Cell):
         self.to_v = nn.Dense(context_dim, inner, has_bias=False)
         self.to_out = nn.SequentialCell([nn.Dense(inner, query_dim)])
         self.impl = backend.attention_impl()
+        self.budget = backend.chunk_bytes()
 
     def construct(self, x, context=None):
         ctx = x if context is None else context
-        out = dot_product_attention(self.to_q(x), self.to_k(ctx), self.to_v(ctx), self.heads, self.impl)
+        out = dot_product_attention(self.to_q(x), self.to_k(ctx), self.to_v(ctx), self.heads, self.impl,
+                                    self.budget)
         return self.to_out(out)
 
     def single_token(self, context):

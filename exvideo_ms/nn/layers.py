@@ -52,3 +52,21 @@ def nearest_upsample2x(x):
     x = ops.broadcast_to(x.reshape(n, c, h, 1, w, 1), (n, c, h, 2, w, 2))
     return x.reshape(n, c, 2 * h, 2 * w)
 
+
+
+def row_spans(rows: int, bytes_per_row: int, budget: int):
+    """Split ``rows`` into consecutive (start, end) spans whose temporaries stay within ``budget`` bytes."""
+    per = max(1, budget // max(1, bytes_per_row))
+    return tuple((i, min(i + per, rows)) for i in range(0, rows, per))
+
+
+def map_rows(fn, x, bytes_per_row: int, budget: int):
+    """fn(x) computed on slices of x's first axis when the whole would exceed ``budget`` (exact for any fn
+    that treats rows independently)."""
+    spans = row_spans(x.shape[0], bytes_per_row, budget)
+    if len(spans) == 1:
+        return fn(x)
+    parts = []
+    for start, end in spans:
+        parts.append(fn(x[start:end]))
+    return ops.cat(parts, 0)

@@ -4,14 +4,14 @@ Names follow the original: ``norm``, ``proj_in``, ``transformer_blocks.i``, ``ti
 ``time_pos_embed.{0,2}``, ``time_mixer.mix_factor``, ``proj_out``; feed-forwards ``ff.net.0.proj`` (GEGLU)
 and ``ff.net.2``.
 """
+import mindspore as ms
 from mindspore import mint, nn, ops
 
-import mindspore as ms
-
+from exvideo_ms import backend
 from exvideo_ms.nn.attention import CrossAttention
 from exvideo_ms.nn.blend import AlphaBlender
 from exvideo_ms.nn.embeddings import mlp, timestep_embedding
-from exvideo_ms.nn.layers import Identity, gelu
+from exvideo_ms.nn.layers import Identity, gelu, map_rows
 from exvideo_ms.nn.norm import UNET_TRANSFORMER_EPS, GroupNorm, LayerNorm
 
 FF_MULT = 4  # sgm FeedForward(mult=4): GEGLU projects C -> 2·4C, output Linear 4C -> C
@@ -32,13 +32,19 @@ class GEGLU(nn.Cell):
 
 
 class FeedForward(nn.Cell):
+    """GEGLU -> Linear. Its (rows, tokens, 8C) hidden layer is computed in exact slices of rows when it would
+    exceed the backend's chunk budget."""
+
     def __init__(self, dim: int, dim_out: int = None):
         super().__init__()
         inner = dim * FF_MULT
+        self.inner = inner
         self.net = nn.SequentialCell([GEGLU(dim, inner), Identity(), nn.Dense(inner, dim_out or dim)])
+        self.budget = backend.chunk_bytes()
 
     def construct(self, x):
-        return self.net(x)
+        row_bytes = 3 * self.inner * x.shape[1] * 4  # projection (2·inner) + product (inner), float32
+        return map_rows(self.net, x, row_bytes, self.budget)
 
 
 def _cross(attn: CrossAttention, norm: LayerNorm, x, context):

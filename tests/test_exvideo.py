@@ -1,0 +1,318 @@
+"""ExVideo: the extension modules, the patch format (conversion, export, full-size coverage), the inference
+options, windowed decoding and frame-chunked long videos."""
+import ast
+import dataclasses
+
+import mindspore as ms
+import numpy as np
+import pytest
+import torch
+from mindspore import Tensor
+from safetensors.numpy import load_file as load_np
+from safetensors.numpy import save_file as save_np
+
+from exvideo_ms import backend
+from exvideo_ms.checkpoint import iter_checkpoint, load_checkpoint
+from exvideo_ms.config import ExVideoConfig, load_config, save_config
+from exvideo_ms.convert import diffsynth
+from exvideo_ms.convert.converter import convert, make_plan
+from exvideo_ms.diffusion.post_process import post_process_latents
+from exvideo_ms.models.conditioner import added_time_vector, repeat_frames
+from exvideo_ms.models.exvideo import PositionalConv3d, positional_ids
+from exvideo_ms.models.svd import build_model
+from exvideo_ms.nn.embeddings import timestep_embedding
+from exvideo_ms.pipeline import PipelineError, SVDPipeline, window_spans, window_weights
+from tests.helpers import REFERENCE, REPO, rel_err
+from tests.test_conversion import ShapesOnly, read_key_list
+
+N_POS = 32  # the tiny extended model's table (the published one has 128)
+
+
+@pytest.fixture(scope="module")
+def ext_cfg(tiny_cfg):
+    return dataclasses.replace(tiny_cfg, exvideo=ExVideoConfig(num_positions=N_POS), name="tiny-exvideo")
+
+
+@pytest.fixture(scope="module")
+def ext_unet(ext_cfg, converted):
+    """The tiny UNet with the extension at its initial values and the base weights."""
+    model = build_model(ext_cfg, components=["unet"])
+    load_checkpoint(model, converted[0], strict=False)
+    return model.unet
+
+
+def unet_out(unet, frames, seed=0, hw=(16, 16)):
+    g = np.random.default_rng(seed)
+    x = Tensor(g.standard_normal((frames, 8) + hw).astype(np.float32))
+    t = Tensor(np.full((frames,), 0.4, np.float32))
+    ctx = repeat_frames(Tensor(g.standard_normal((1, 1, 32)).astype(np.float32)), frames)
+    y = repeat_frames(added_time_vector(Tensor(np.array([[29, 127, 0.0]], np.float32)), 8), frames)
+    return unet(x, t, ctx, y, frames).asnumpy()
+
+
+# ------------------------------------------------------------------------------------------ the modules
+def test_positional_ids_fold_onto_svd_positions():
+    ids = positional_ids(128)
+    expected = (list(range(25)) + list(range(23, 3, -1)) + list(range(5, 25)) + list(range(23, 3, -1))
+                + list(range(5, 25)) + list(range(23, 3, -1)) + [5, 6, 7])
+    assert ids.tolist() == expected
+    assert ids.min() == 0 and ids.max() == 24
+
+
+def test_table_starts_as_the_sinusoid_of_folded_positions(ext_unet):
+    table = ext_unet.input_blocks[1][1].positional_embedding.embeddings.asnumpy()
+    ref = timestep_embedding(Tensor(positional_ids(N_POS).astype(np.float32)), table.shape[1]).asnumpy()
+    assert table.shape == (N_POS, 32) and np.array_equal(table, ref)
+
+
+@pytest.mark.parametrize("frames", [3, 25])
+def test_initial_extension_equals_the_base_unet(ms_model, ext_unet, frames):
+    assert rel_err(unet_out(ext_unet, frames), unet_out(ms_model.unet, frames)) <= 1e-5
+
+
+def test_beyond_25_frames_only_the_folded_positions_differ(ms_model, ext_unet):
+    base, ext = unet_out(ms_model.unet, 30), unet_out(ext_unet, 30)
+    assert rel_err(ext, base) > 1e-3  # frames 25..29 sit at positions 23..19, not 25..29
+    tables = [c.positional_embedding.embeddings for _, c in ext_unet.cells_and_names()
+              if hasattr(c, "positional_embedding")]
+    saved = [t.asnumpy() for t in tables]
+    try:
+        for t in tables:  # an unfolded table: the sinusoid of 0..N-1, exactly what the base UNet uses
+            t.set_data(timestep_embedding(Tensor(np.arange(N_POS, dtype=np.float32)), t.shape[1]))
+        assert rel_err(unet_out(ext_unet, 30), base) <= 1e-5
+    finally:
+        for t, v in zip(tables, saved):
+            t.set_data(Tensor(v))
+
+
+def test_too_many_frames_is_an_error_naming_the_maximum(ext_unet):
+    with pytest.raises(ValueError, match=f"position table has {N_POS} rows"):
+        unet_out(ext_unet, N_POS + 1)
+
+
+def test_positional_conv_is_torch_reflect_conv3d():
+    g = np.random.default_rng(0)
+    c, t, h, w = 6, 5, 4, 3
+    ours = PositionalConv3d(c)
+    ref = torch.nn.Conv3d(c, c, 3, padding=1, padding_mode="reflect")
+    with torch.no_grad():
+        ref.weight.copy_(torch.randn(ref.weight.shape))
+        ref.bias.copy_(torch.randn(c))
+    ours.weight.set_data(Tensor(ref.weight.detach().numpy()))
+    ours.bias.set_data(Tensor(ref.bias.detach().numpy()))
+    video = g.standard_normal((2, c, t, h, w)).astype(np.float32)  # two videos: never mixed
+    tokens = video.transpose(0, 2, 3, 4, 1).reshape(2 * t, h * w, c)
+    out = ours(Tensor(tokens), t, h, w).asnumpy().reshape(2, t, h, w, c).transpose(0, 4, 1, 2, 3)
+    with torch.no_grad():
+        expected = ref(torch.from_numpy(video)).numpy()
+    assert rel_err(out, expected) <= 1e-5
+    identity = PositionalConv3d(c)  # the initial weights are the identity map
+    assert np.allclose(identity(Tensor(tokens), t, h, w).asnumpy(), tokens, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------- the patch
+@pytest.fixture(scope="module")
+def patch_setup(torch_models, ext_cfg, tmp_path_factory):
+    """A tiny Stability-layout base, a random DiffSynth-layout patch for it, and the extended config."""
+    from safetensors.torch import save_file
+
+    from tests import references
+    d = tmp_path_factory.mktemp("patch")
+    base = d / "tiny_svd.safetensors"
+    save_file(references.sgm_state_dict(*torch_models), str(base))
+    cfg_path = d / "tiny_exvideo.yaml"
+    save_config(ext_cfg, cfg_path)
+    shapes = {n: tuple(p.shape) for n, p in build_model(ext_cfg, allocate=False).parameters_and_names()}
+    g = np.random.default_rng(1)
+    patch = {k: g.standard_normal(shapes[diffsynth.our_name(k)]).astype(np.float32) for k in diffsynth.patch_keys()}
+    patch_path = d / "patch.safetensors"
+    save_np(patch, str(patch_path))
+    return base, patch_path, cfg_path, patch
+
+
+def test_patch_merge_is_order_independent_and_exports_back_bit_exact(patch_setup, tmp_path):
+    import subprocess
+    import sys
+    base, patch_path, cfg_path, patch = patch_setup
+    a, b = tmp_path / "a.ckpt", tmp_path / "b.ckpt"
+    plan = convert([base, patch_path], a, config=cfg_path, progress=False)
+    convert([patch_path, base], b, config=cfg_path, progress=False)
+    ia, ib = dict(iter_checkpoint(a)), dict(iter_checkpoint(b))
+    assert ia.keys() == ib.keys() and all(np.array_equal(ia[k], ib[k]) for k in ia)
+    assert len(plan.replaced[str(base)]) == 16 * 30  # the fine-tuned SVD tensors of the 16 blocks
+    for key, value in patch.items():
+        assert np.array_equal(ia[diffsynth.our_name(key)], value), key
+    out = tmp_path / "exported.safetensors"
+    r = subprocess.run([sys.executable, str(REPO / "svd_tools" / "export.py"), "--checkpoint", str(a),
+                        "--output", str(out), "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    back = load_np(str(out))
+    assert back.keys() == patch.keys()
+    assert all(back[k].dtype == np.float32 and np.array_equal(back[k], patch[k]) for k in patch)
+
+
+def test_export_refuses_a_checkpoint_without_the_extension(converted, tmp_path):
+    from exvideo_ms.checkpoint import CheckpointError
+    with pytest.raises(CheckpointError, match="lacks 48 of the 528 ExVideo tensors, e.g. blocks.7.positional_embedding.embeddings"):
+        diffsynth.export_patch(converted[0], tmp_path / "x.safetensors", progress=False)
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+@pytest.mark.parametrize("order", ["base_first", "patch_first"])
+def test_full_size_patch_covers_the_extended_network(order):
+    base = ShapesOnly(read_key_list(REFERENCE / "keys" / "sgm_svd_xt_keys.txt"), "svd_xt.safetensors")
+    patch = ShapesOnly(read_key_list(REFERENCE / "keys" / "exvideo_svd_128f_keys.txt"), "ExVideo.safetensors")
+    assert len(patch.keys()) == 528 and set(patch.keys()) == set(diffsynth.patch_keys())
+    sources = [base, patch] if order == "base_first" else [patch, base]
+    plan = make_plan(sources, REPO / "configs" / "exvideo_svd_128f.yaml")
+    assert len(plan.entries) == 2194 + 16 * 3
+    from_patch = [e for e in plan.entries if e.source is patch]
+    assert len(from_patch) == 528 and sum(int(np.prod(e.shape)) for e in from_patch) == 832_956_800
+    assert len(plan.replaced["svd_xt.safetensors"]) == 480
+
+
+def test_block_indices_match_the_published_sections():
+    """Each DiffSynth block index sits on the sgm module the key file names, with its channel count."""
+    cfg = load_config(REPO / "configs" / "exvideo_svd_128f.yaml")
+    shapes = {n: tuple(p.shape) for n, p in build_model(cfg, components=["unet"], allocate=False).parameters_and_names()}
+    sections = [line.split() for line in (REFERENCE / "keys" / "exvideo_svd_128f_keys.txt").read_text().splitlines()
+                if line.startswith("## blocks.")]
+    assert len(sections) == 16
+    for _, block, channels, _, sgm_prefix, *_ in sections:
+        index, c = int(block.split(".")[1]), int(channels[2:])
+        assert diffsynth.BLOCKS[index] == sgm_prefix[len("model.diffusion_model."):]
+        assert shapes[f"unet.{diffsynth.BLOCKS[index]}.positional_embedding.embeddings"] == (128, c)
+
+
+# ---------------------------------------------------------------------------------- inference options
+def test_post_normalize_and_contrast_match_numpy():
+    lat = np.random.default_rng(2).normal(0.3, 1.7, (6, 4, 5, 7)).astype(np.float32) * np.arange(1, 7).reshape(6, 1, 1, 1)
+    mean, std = lat.mean(), lat.std(ddof=1)
+    fm, fs = lat.mean(axis=(1, 2, 3), keepdims=True), lat.std(axis=(1, 2, 3), ddof=1, keepdims=True)
+    expected = ((lat - fm) / fs * std + mean) * 1.2
+    out = post_process_latents(Tensor(lat), True, 1.2).asnumpy()
+    assert np.abs(out - expected).max() <= 1e-4 * np.abs(expected).max()
+    assert np.allclose(post_process_latents(Tensor(lat), False, 1.2).asnumpy(), lat * 1.2)
+
+
+def test_window_spans_and_ramps():
+    spans = window_spans(128, 8, 4)
+    assert len(spans) == 31 and spans[0] == (0, 8) and spans[-1] == (120, 128)
+    assert window_spans(10, 8, 4) == [(0, 8), (4, 10)] and window_spans(6, 8, 4) == [(0, 6)]
+    assert window_weights(4, 12, 128, 8).tolist() == [1, 2, 3, 4, 4, 3, 2, 1]
+    assert window_weights(0, 8, 128, 8).tolist() == [8, 7, 6, 5, 4, 3, 2, 1]
+    assert window_weights(120, 128, 128, 8).tolist() == [1, 2, 3, 4, 5, 6, 7, 8]
+
+
+@pytest.fixture(scope="module")
+def pipe(ms_model, tiny_cfg):
+    return SVDPipeline(ms_model, tiny_cfg)
+
+
+def _seam(frames, borders):
+    """Mean absolute frame-to-frame change at the given transitions t -> t+1."""
+    return float(np.mean([np.abs(frames[t + 1] - frames[t]).mean() for t in borders]))
+
+
+def test_windowed_decode_blends_without_seams(pipe):
+    t = 12
+    g = np.random.default_rng(3)
+    # a smooth latent video: neighbouring frames close, as sampled videos are
+    base = g.standard_normal((1, 4, 8, 16)) + np.cumsum(0.15 * g.standard_normal((t, 4, 8, 16)), 0)
+    lat = Tensor(base.astype(np.float32) * 0.18215)
+    one_shot = pipe.decode(lat, t, progress=False)
+    windowed = pipe.decode_windowed(lat, 8, 4, progress=False)
+    chunked = pipe.decode(lat, 4, progress=False)
+    chunk_borders, interior = [3, 7], [0, 1, 4, 5, 8, 9]
+    # non-overlapping chunks jump at their borders; blended windows do not
+    assert _seam(chunked, chunk_borders) > 1.5 * _seam(one_shot, chunk_borders)
+    assert _seam(windowed, chunk_borders) <= 1.2 * _seam(one_shot, chunk_borders)
+    assert _seam(windowed, interior) <= 1.2 * _seam(one_shot, interior)
+    # away from window borders the windowed video follows the one-shot decode (the decoder's temporal
+    # receptive field is wider than a window, so equality is approximate: stated bound 0.1 on [0, 1] frames)
+    assert np.abs(windowed - one_shot).mean() < 0.1 * np.abs(one_shot - 0.5).mean() + 0.02
+
+
+def test_windowed_decode_is_exact_without_temporal_mixing(pipe):
+    """With the decoder's temporal branches switched off (α_temporal = 0, identity time_mix_conv) frames are
+    independent, and the blend must reproduce the one-shot decode exactly: weights sum to one everywhere."""
+    from exvideo_ms.models.temporal_vae import VideoResBlock
+    dec = pipe.vae.decoder
+    blocks = [c for _, c in dec.cells_and_names() if isinstance(c, VideoResBlock)]
+    saved = [b.mix_factor.asnumpy() for b in blocks] + [dec.conv_out.time_mix_conv.weight.asnumpy(),
+                                                         dec.conv_out.time_mix_conv.bias.asnumpy()]
+    try:
+        for b in blocks:
+            b.mix_factor.set_data(Tensor(np.array([-60.0], np.float32)))
+        w = np.zeros(saved[-2].shape, np.float32)
+        w[:, :, 1, 0, 0] = np.eye(w.shape[0])
+        dec.conv_out.time_mix_conv.weight.set_data(Tensor(w))
+        dec.conv_out.time_mix_conv.bias.set_data(Tensor(np.zeros(w.shape[0], np.float32)))
+        lat = Tensor(np.random.default_rng(4).standard_normal((11, 4, 8, 16)).astype(np.float32))
+        assert np.abs(pipe.decode_windowed(lat, 8, 4, progress=False) - pipe.decode(lat, 11, progress=False)).max() <= 1e-5
+    finally:
+        for b, v in zip(blocks, saved):
+            b.mix_factor.set_data(Tensor(v))
+        dec.conv_out.time_mix_conv.weight.set_data(Tensor(saved[-2]))
+        dec.conv_out.time_mix_conv.bias.set_data(Tensor(saved[-1]))
+
+
+def _image(size=64):
+    return np.random.default_rng(9).integers(0, 255, (size, size, 3), dtype=np.uint8)
+
+
+def test_keyframes_are_kept_and_video_to_video_stays_close(pipe):
+    kw = dict(num_frames=4, num_inference_steps=2, min_guidance_scale=1.0, max_guidance_scale=1.0,
+              noise_aug_strength=0.0, seed=1, progress=False, output_type="latent")
+    g = np.random.default_rng(10)
+    keys = g.integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
+    out = pipe(_image(), mask_frames=keys, mask_frame_ids=[0, 3], **kw)
+    key_lat = (pipe.encode_frames(keys) * pipe.cfg.vae.encode_scale).asnumpy()
+    free = pipe(_image(), **kw)
+    for j, i in enumerate((0, 3)):
+        assert np.abs(out[i] - key_lat[j]).mean() < 0.1 * np.abs(free[i] - key_lat[j]).mean()
+    video = g.integers(0, 255, (4, 64, 64, 3), dtype=np.uint8)
+    lat_in = (pipe.encode_frames(video) * pipe.cfg.vae.encode_scale).asnumpy()
+    weak = pipe(_image(), input_video=video, denoising_strength=0.05, **kw)
+    strong = pipe(_image(), input_video=video, denoising_strength=0.9, **kw)
+    assert np.abs(weak - lat_in).mean() < 0.2 * np.abs(strong - lat_in).mean()
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(denoising_strength=0.5), "needs both input_video and denoising_strength < 1"),
+    (dict(mask_frame_ids=[1]), "keyframes need both"),
+    (dict(mask_frames=np.zeros((1, 8, 8, 3), np.uint8), mask_frame_ids=[9]), r"must lie in \[0, 4\)"),
+    (dict(decode_window=4, decode_stride=5), "leaves frames out"),
+])
+def test_exvideo_option_errors(pipe, kw, message):
+    with pytest.raises(PipelineError, match=message):
+        pipe(_image(), num_frames=4, num_inference_steps=1, progress=False, **kw)
+
+
+def test_pipeline_refuses_more_frames_than_the_table(ext_cfg, ms_model):
+    model = build_model(ext_cfg, allocate=False)
+    with pytest.raises(PipelineError, match=f"maximum of {N_POS} frames"):
+        SVDPipeline(model, ext_cfg)(_image(), num_frames=N_POS + 1, progress=False)
+
+
+def test_long_video_with_frame_chunking_equals_unchunked(ext_cfg, converted):
+    """64 frames through the extended tiny model: attention and feed-forward computed in slices of a small
+    memory budget give the same result as computed whole (compared on the sampled latents, which fix the
+    frames; decoding does not depend on the budget)."""
+    from exvideo_ms.nn.layers import row_spans
+    ext_cfg = dataclasses.replace(ext_cfg, exvideo=ExVideoConfig(num_positions=64))
+    budget = 4 * 2 ** 20
+    assert len(row_spans(64, 2 * 256 * 256 * 4, budget)) > 1  # level-0 spatial scores (2 heads, 16x16 tokens)
+    outs = []
+    for chunk_bytes in (None, budget):
+        backend.set_chunk_bytes(chunk_bytes)
+        try:
+            model = build_model(ext_cfg)
+        finally:
+            backend.set_chunk_bytes(None)
+        load_checkpoint(model, converted[0], strict=False)
+        p = SVDPipeline(model, ext_cfg)
+        outs.append(p(_image(128), num_frames=64, num_inference_steps=1, min_guidance_scale=1.0,
+                      max_guidance_scale=1.0, seed=2, progress=False, output_type="latent"))
+    assert outs[0].shape == (64, 4, 16, 16)
+    assert rel_err(outs[1], outs[0]) <= 1e-5
