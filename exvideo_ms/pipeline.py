@@ -61,7 +61,7 @@ class Settings:
     decode_chunk_size: int
     seed: int
     cfg_mode: str
-    dtype: str
+    dtype: Optional[str]
     latents_given: bool = False
     decode_window: Optional[int] = None
     decode_stride: Optional[int] = None
@@ -130,8 +130,10 @@ def _check_positive(name: str, value) -> None:
 
 
 class SVDPipeline:
-    def __init__(self, model: SVDModel, cfg: SVDConfig, dtype: str = "fp32"):
-        if dtype not in DTYPES:
+    def __init__(self, model: SVDModel, cfg: SVDConfig, dtype: Optional[str] = "fp32"):
+        """``dtype`` casts the UNet and image encoder (None keeps the weights as they are, e.g. a model that
+        is being trained with mixed precision)."""
+        if dtype is not None and dtype not in DTYPES:
             raise PipelineError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         if dtype == "bf16" and backend.device_target() == "CPU":
             raise PipelineError("bf16 needs Ascend or GPU: MindSpore 2.8 has no CPU bfloat16 conv/matmul kernels; "
@@ -144,7 +146,8 @@ class SVDPipeline:
         self.image_encoder = model.image_encoder
         for cell in (self.unet, self.image_encoder):
             cell.set_train(False)
-            cast_cell(cell, DTYPES[dtype])
+            if dtype is not None:
+                cast_cell(cell, DTYPES[dtype])
         self.vae.set_train(False)  # stays float32, as diffusers' force_upcast and sgm's disabled first-stage AMP
         self.last_settings: Optional[Settings] = None
 

@@ -34,21 +34,39 @@ def karras_sigmas_strength(n: int, sigma_min: float, sigma_max: float, rho: floa
     return append_zero((max_inv + ramp * (min_inv - max_inv)) ** rho)
 
 
-def v_scalings(sigma):
+def v_scalings(sigma, log=np.log):
     """(c_skip, c_out, c_in, c_noise) of the v-prediction denoiser with EDM c_noise:
-    c_skip = σd²/(σ²+σd²), c_out = −σ·σd/√(σ²+σd²), c_in = 1/√(σ²+σd²), c_noise = 0.25·ln σ."""
-    sigma = np.asarray(sigma, np.float64)
-    c_skip = SIGMA_DATA ** 2 / (sigma ** 2 + SIGMA_DATA ** 2)
-    c_out = -sigma * SIGMA_DATA / np.sqrt(sigma ** 2 + SIGMA_DATA ** 2)
-    c_in = 1.0 / np.sqrt(sigma ** 2 + SIGMA_DATA ** 2)
-    c_noise = C_NOISE_SCALE * np.log(sigma)
+    c_skip = σd²/(σ²+σd²), c_out = −σ·σd/√(σ²+σd²), c_in = 1/√(σ²+σd²), c_noise = 0.25·ln σ.
+    Plain arithmetic, so ``sigma`` may be floats, NumPy arrays or (with ``log=ops.log``) MindSpore tensors:
+    sampling and the training loss use this one function."""
+    denom = sigma ** 2 + SIGMA_DATA ** 2
+    c_skip = SIGMA_DATA ** 2 / denom
+    c_out = -sigma * SIGMA_DATA / denom ** 0.5
+    c_in = 1.0 / denom ** 0.5
+    c_noise = C_NOISE_SCALE * log(sigma)
     return c_skip, c_out, c_in, c_noise
 
 
 def edm_weight(sigma):
-    """EDM loss weighting λ(σ) = (σ² + σd²)/(σ·σd)² (sgm ``EDMWeighting``)."""
-    sigma = np.asarray(sigma, np.float64)
+    """EDM loss weighting λ(σ) = (σ² + σd²)/(σ·σd)² (sgm ``EDMWeighting``); NumPy or MindSpore."""
     return (sigma ** 2 + SIGMA_DATA ** 2) / (sigma * SIGMA_DATA) ** 2
+
+
+def exvideo_weight(sigma):
+    """ExVideo's loss weight √(1 + σ²)/σ, the square root of the EDM weight (ExVideo_svd_train.py)."""
+    return (sigma ** 2 + SIGMA_DATA ** 2) ** 0.5 / (sigma * SIGMA_DATA)
+
+
+def sample_sigma_grid(rng: np.random.Generator, n: int, num_grid: int, sigma_min: float, sigma_max: float,
+                      rho: float) -> np.ndarray:
+    """ExVideo's training σ: uniform over the ``num_grid`` Karras sigmas (σ_max -> σ_min, no trailing 0)."""
+    grid = karras_sigmas(num_grid, sigma_min, sigma_max, rho)[:-1]
+    return grid[rng.integers(0, num_grid, size=n)]
+
+
+def sample_sigma_lognormal(rng: np.random.Generator, n: int, p_mean: float, p_std: float) -> np.ndarray:
+    """EDM's training σ: ln σ ~ N(P_mean, P_std²) (sgm ``EDMSampling``)."""
+    return np.exp(p_mean + p_std * rng.standard_normal(n))
 
 
 def initial_noise_scale(sigma_max: float) -> float:

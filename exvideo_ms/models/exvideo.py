@@ -15,6 +15,7 @@ from mindspore.common.initializer import Initializer
 
 from exvideo_ms.config import ExVideoConfig
 from exvideo_ms.nn.embeddings import timestep_embedding
+from exvideo_ms.nn.layers import Conv3d
 
 # DiffSynth PositionalID(max_id=25, repeat_length=20): positions 0..24 once, then a triangle wave
 # bouncing between 23 and 4 (reference/exvideo.md §2)
@@ -68,7 +69,7 @@ class CentreIdentity(Initializer):
         arr[:, :, c, c, c] = np.eye(arr.shape[0], arr.shape[1], dtype=arr.dtype)
 
 
-class PositionalConv3d(nn.Conv3d):
+class PositionalConv3d(Conv3d):
     """Conv3d(C, C, 3) with reflect padding 1 on T, H, W, over the tokens of each video separately.
     ``weight`` (C, C, 3, 3, 3) and ``bias`` (C,) sit on this cell, as in DiffSynth's patch file."""
 
@@ -87,7 +88,7 @@ class PositionalConv3d(nn.Conv3d):
         v = mint.permute(x.reshape(b, num_frames, h, w, c), (0, 4, 1, 2, 3))  # (B, C, T, h, w)
         for axis in (2, 3, 4):
             v = reflect_pad1(v, axis)
-        v = self.bias_add(self.conv3d(v, self.weight.astype(v.dtype)), self.bias.astype(v.dtype))
+        v = super().construct(v)
         return mint.permute(v, (0, 2, 3, 4, 1)).reshape(bt, s, c)
 
 

@@ -15,7 +15,7 @@ from mindspore.common.initializer import Normal, initializer
 
 from exvideo_ms.config import ImageEncoderConfig
 from exvideo_ms.nn.attention import MultiheadAttention
-from exvideo_ms.nn.layers import gelu
+from exvideo_ms.nn.layers import Linear, conv2d, gelu
 from exvideo_ms.nn.norm import LayerNorm
 
 # OpenAI CLIP normalisation (open_clip OPENAI_DATASET_MEAN / _STD), used by sgm's image embedder
@@ -27,8 +27,8 @@ BICUBIC_A = -0.75  # torch's bicubic kernel coefficient
 class MLP(nn.Cell):
     def __init__(self, width: int, hidden: int):
         super().__init__()
-        self.c_fc = nn.Dense(width, hidden)
-        self.c_proj = nn.Dense(hidden, width)
+        self.c_fc = Linear(width, hidden)
+        self.c_proj = Linear(hidden, width)
 
     def construct(self, x):
         return self.c_proj(gelu(self.c_fc(x)))
@@ -67,7 +67,7 @@ class ImageEncoder(nn.Cell):
         self.cfg = cfg
         grid = cfg.image_size // cfg.patch_size
         w = cfg.width
-        self.conv1 = nn.Conv2d(3, w, cfg.patch_size, stride=cfg.patch_size, pad_mode="valid", has_bias=False)
+        self.conv1 = conv2d(3, w, cfg.patch_size, stride=cfg.patch_size, bias=False)
         self.class_embedding = Parameter(initializer(Normal(w ** -0.5), (w,), ms.float32), name="class_embedding")
         self.positional_embedding = Parameter(initializer(Normal(w ** -0.5), (grid * grid + 1, w), ms.float32),
                                               name="positional_embedding")

@@ -16,7 +16,7 @@ from mindspore import Parameter, mint, nn, ops
 
 from exvideo_ms.config import VAEConfig
 from exvideo_ms.nn.blend import alpha_blend
-from exvideo_ms.nn.layers import Identity, conv2d, conv3d, nearest_upsample2x, silu
+from exvideo_ms.nn.layers import Conv2d, Identity, conv2d, conv3d, nearest_upsample2x, silu
 from exvideo_ms.nn.norm import VAE_EPS, VAE_TEMPORAL_EPS, GroupNorm
 from exvideo_ms.nn.resblock import ResBlock, from_video, to_video
 
@@ -154,7 +154,7 @@ class Encoder(nn.Cell):
         return self.conv_out(silu(self.norm_out(h)))
 
 
-class AE3DConv(nn.Conv2d):
+class AE3DConv(Conv2d):
     """``conv_out``: a Conv2d 3×3 on each frame (its own ``weight``/``bias``, as sgm's Conv2d subclass), then
     ``time_mix_conv`` Conv3d (3,1,1) across frames with zero padding at the chunk's first and last frame;
     no residual."""
@@ -164,7 +164,7 @@ class AE3DConv(nn.Conv2d):
         self.time_mix_conv = conv3d(cout, cout, tuple(video_kernel_size))
 
     def construct(self, x, num_frames: int):
-        h = self.bias_add(self.conv2d(x, self.weight), self.bias)
+        h = super().construct(x)
         return from_video(self.time_mix_conv(to_video(h, num_frames)))
 
 

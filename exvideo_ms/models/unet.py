@@ -135,11 +135,8 @@ class VideoUNet(nn.Cell):
         if self.max_frames is not None and num_video_frames > self.max_frames:
             raise ValueError(f"{num_video_frames} frames requested; this ExVideo model's position table has "
                              f"{self.max_frames} rows, its maximum frame count")
-        dtype = self.time_embed[0].weight.dtype
-        t_emb = timestep_embedding(timesteps, self.model_channels).astype(dtype)
-        emb = self.time_embed(t_emb) + self.label_emb[0](y.astype(dtype))
-        h = x.astype(dtype)
-        context = context.astype(dtype)
+        emb = self.time_embed(timestep_embedding(timesteps, self.model_channels)) + self.label_emb[0](y)
+        h = x
         hs = []
         for block in self.input_blocks:
             h = block(h, emb, context, num_video_frames)
@@ -148,4 +145,4 @@ class VideoUNet(nn.Cell):
         for i, block in enumerate(self.output_blocks):
             h = ops.cat([h, hs[self.num_input_blocks - 1 - i]], 1)
             h = block(h, emb, context, num_video_frames)
-        return self.out(h).astype(x.dtype)
+        return self.out(h).astype(x.dtype)  # each layer casts its input to its own weight dtype

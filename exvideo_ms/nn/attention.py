@@ -10,7 +10,7 @@ from mindspore import Parameter, mint, nn, ops
 from mindspore.common.initializer import initializer
 
 from exvideo_ms import backend
-from exvideo_ms.nn.layers import row_spans
+from exvideo_ms.nn.layers import Linear, row_spans
 
 
 def plain_attention(q, k, v, heads: int, budget: int = None):
@@ -69,10 +69,10 @@ class CrossAttention(nn.Cell):
         inner = heads * dim_head
         context_dim = context_dim or query_dim
         self.heads = heads
-        self.to_q = nn.Dense(query_dim, inner, has_bias=False)
-        self.to_k = nn.Dense(context_dim, inner, has_bias=False)
-        self.to_v = nn.Dense(context_dim, inner, has_bias=False)
-        self.to_out = nn.SequentialCell([nn.Dense(inner, query_dim)])
+        self.to_q = Linear(query_dim, inner, has_bias=False)
+        self.to_k = Linear(context_dim, inner, has_bias=False)
+        self.to_v = Linear(context_dim, inner, has_bias=False)
+        self.to_out = nn.SequentialCell([Linear(inner, query_dim)])
         self.impl = backend.attention_impl()
         self.budget = backend.chunk_bytes()
 
@@ -98,7 +98,7 @@ class MultiheadAttention(nn.Cell):
         self.in_proj_weight = Parameter(initializer("xavier_uniform", (3 * dim, dim), ms.float32),
                                         name="in_proj_weight")
         self.in_proj_bias = Parameter(initializer("zeros", (3 * dim,), ms.float32), name="in_proj_bias")
-        self.out_proj = nn.Dense(dim, dim)
+        self.out_proj = Linear(dim, dim)
         self.impl = backend.attention_impl()
 
     def construct(self, x):

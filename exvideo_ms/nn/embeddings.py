@@ -4,7 +4,7 @@ import math
 import mindspore as ms
 from mindspore import nn, ops
 
-from exvideo_ms.nn.layers import SiLU
+from exvideo_ms.nn.layers import Linear, SiLU
 
 MAX_PERIOD = 10000  # sgm timestep_embedding(max_period=10000), used for every sinusoid in SVD
 
@@ -23,4 +23,4 @@ def timestep_embedding(t, dim: int, max_period: int = MAX_PERIOD):
 def mlp(cin: int, hidden: int, cout: int) -> nn.SequentialCell:
     """Linear -> SiLU -> Linear, indexed 0 and 2 as in sgm's ``nn.Sequential`` (time_embed, label_emb.0,
     time_pos_embed)."""
-    return nn.SequentialCell([nn.Dense(cin, hidden), SiLU(), nn.Dense(hidden, cout)])
+    return nn.SequentialCell([Linear(cin, hidden), SiLU(), Linear(hidden, cout)])

@@ -7,21 +7,63 @@ from mindspore import nn, ops
 SQRT_HALF = 1.0 / math.sqrt(2.0)
 
 
-def conv2d(cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0, bias: bool = True) -> nn.Conv2d:
+class Linear(nn.Dense):
+    """nn.Dense (weight (out, in), bias) that first casts its input to its weight dtype, so frozen low-precision
+    layers and trainable float32 layers can follow each other (MindSpore promotes mixed-dtype sums)."""
+
+    def construct(self, x):
+        if x.dtype != self.weight.dtype:
+            x = x.astype(self.weight.dtype)
+        shape = x.shape
+        if len(shape) != 2:
+            x = x.reshape(-1, shape[-1])
+        x = self.matmul(x, self.weight)
+        if self.has_bias:
+            x = self.bias_add(x, self.bias)
+        if len(shape) != 2:
+            x = x.reshape(shape[:-1] + (x.shape[-1],))
+        return x
+
+
+class Conv2d(nn.Conv2d):
+    """nn.Conv2d casting its input to its weight dtype (see ``Linear``)."""
+
+    def construct(self, x):
+        if x.dtype != self.weight.dtype:
+            x = x.astype(self.weight.dtype)
+        out = self.conv2d(x, self.weight)
+        if self.has_bias:
+            out = self.bias_add(out, self.bias)
+        return out
+
+
+class Conv3d(nn.Conv3d):
+    """nn.Conv3d (groups = 1) casting its input to its weight dtype (see ``Linear``)."""
+
+    def construct(self, x):
+        if x.dtype != self.weight.dtype:
+            x = x.astype(self.weight.dtype)
+        out = self.conv3d(x, self.weight)
+        if self.has_bias:
+            out = self.bias_add(out, self.bias)
+        return out
+
+
+def conv2d(cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0, bias: bool = True) -> Conv2d:
     """torch.nn.Conv2d(cin, cout, kernel, stride, padding) with zero padding."""
     if padding:
-        return nn.Conv2d(cin, cout, kernel, stride=stride, pad_mode="pad", padding=padding, has_bias=bias)
-    return nn.Conv2d(cin, cout, kernel, stride=stride, pad_mode="valid", has_bias=bias)
+        return Conv2d(cin, cout, kernel, stride=stride, pad_mode="pad", padding=padding, has_bias=bias)
+    return Conv2d(cin, cout, kernel, stride=stride, pad_mode="valid", has_bias=bias)
 
 
-def conv3d(cin: int, cout: int, kernel, padding=None, bias: bool = True) -> nn.Conv3d:
+def conv3d(cin: int, cout: int, kernel, padding=None, bias: bool = True) -> Conv3d:
     """torch.nn.Conv3d(cin, cout, kernel, padding=[k // 2 ...]) with zero padding ("same" for odd kernels)."""
     kernel = tuple(kernel) if isinstance(kernel, (tuple, list)) else (kernel,) * 3
     pad = tuple(padding) if padding is not None else tuple(k // 2 for k in kernel)
     if any(pad):
-        return nn.Conv3d(cin, cout, kernel, pad_mode="pad",
-                         padding=(pad[0], pad[0], pad[1], pad[1], pad[2], pad[2]), has_bias=bias)
-    return nn.Conv3d(cin, cout, kernel, pad_mode="valid", has_bias=bias)
+        return Conv3d(cin, cout, kernel, pad_mode="pad",
+                      padding=(pad[0], pad[0], pad[1], pad[1], pad[2], pad[2]), has_bias=bias)
+    return Conv3d(cin, cout, kernel, pad_mode="valid", has_bias=bias)
 
 
 def gelu(x):

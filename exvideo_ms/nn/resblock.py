@@ -9,7 +9,7 @@ from typing import Sequence
 from mindspore import mint, nn, ops
 
 from exvideo_ms.nn.blend import AlphaBlender
-from exvideo_ms.nn.layers import Identity, SiLU, conv2d, conv3d
+from exvideo_ms.nn.layers import Identity, Linear, SiLU, conv2d, conv3d
 from exvideo_ms.nn.norm import UNET_RESBLOCK_EPS, GroupNorm
 
 
@@ -36,7 +36,7 @@ class ResBlock(nn.Cell):
                                             _conv(dims, channels, out_channels, kernel_size)])
         self.use_emb = emb_channels > 0
         if self.use_emb:
-            self.emb_layers = nn.SequentialCell([SiLU(), nn.Dense(emb_channels, out_channels)])
+            self.emb_layers = nn.SequentialCell([SiLU(), Linear(emb_channels, out_channels)])
         self.out_layers = nn.SequentialCell([GroupNorm(out_channels, eps), SiLU(), Identity(),
                                              _conv(dims, out_channels, out_channels, kernel_size)])
         self.has_skip_conv = out_channels != channels

@@ -11,7 +11,7 @@ from exvideo_ms import backend
 from exvideo_ms.nn.attention import CrossAttention
 from exvideo_ms.nn.blend import AlphaBlender
 from exvideo_ms.nn.embeddings import mlp, timestep_embedding
-from exvideo_ms.nn.layers import Identity, gelu, map_rows
+from exvideo_ms.nn.layers import Identity, Linear, gelu, map_rows
 from exvideo_ms.nn.norm import UNET_TRANSFORMER_EPS, GroupNorm, LayerNorm
 
 FF_MULT = 4  # sgm FeedForward(mult=4): GEGLU projects C -> 2·4C, output Linear 4C -> C
@@ -24,7 +24,7 @@ class GEGLU(nn.Cell):
     def __init__(self, dim: int, inner: int):
         super().__init__()
         self.inner = inner
-        self.proj = nn.Dense(dim, 2 * inner)
+        self.proj = Linear(dim, 2 * inner)
 
     def construct(self, x):
         value, gate = ops.split(self.proj(x), self.inner, -1)
@@ -39,7 +39,7 @@ class FeedForward(nn.Cell):
         super().__init__()
         inner = dim * FF_MULT
         self.inner = inner
-        self.net = nn.SequentialCell([GEGLU(dim, inner), Identity(), nn.Dense(inner, dim_out or dim)])
+        self.net = nn.SequentialCell([GEGLU(dim, inner), Identity(), Linear(inner, dim_out or dim)])
         self.budget = backend.chunk_bytes()
 
     def construct(self, x):
@@ -124,14 +124,14 @@ class SpatialVideoTransformer(nn.Cell):
         self.channels = channels
         self.depth = depth
         self.norm = GroupNorm(channels, UNET_TRANSFORMER_EPS)
-        self.proj_in = nn.Dense(channels, inner)
+        self.proj_in = Linear(channels, inner)
         self.transformer_blocks = nn.CellList(
             [BasicTransformerBlock(inner, heads, dim_head, context_dim) for _ in range(depth)])
         self.time_stack = nn.CellList(
             [VideoTransformerBlock(inner, heads, dim_head, context_dim) for _ in range(depth)])
         self.time_pos_embed = mlp(channels, channels * POS_MLP_MULT, channels)
         self.time_mixer = AlphaBlender(merge_factor, alpha_on="spatial")
-        self.proj_out = nn.Dense(inner, channels)
+        self.proj_out = Linear(inner, channels)
         self.has_table = positional_embedding is not None
         if self.has_table:
             self.positional_embedding = positional_embedding
@@ -145,7 +145,7 @@ class SpatialVideoTransformer(nn.Cell):
             features = self.positional_embedding(num_frames)
         else:
             features = timestep_embedding(ops.arange(0, num_frames, dtype=ms.float32), self.channels)
-        return self.time_pos_embed(features.astype(self.proj_in.weight.dtype))
+        return self.time_pos_embed(features)
 
     def construct(self, x, context, num_frames: int):
         """x (B·T, C, H, W); context (B·T, M, D), identical within a video."""

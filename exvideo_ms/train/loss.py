@@ -1,0 +1,63 @@
+"""The denoising loss of the two recipes, as a Cell the train step differentiates.
+
+- ``exvideo`` (ExVideo_svd_train.py): σ uniform over the 1000 Karras sigmas, x0-space MSE against
+  ``contrast · x0`` (1.01), back-propagated × √(1+σ²)/σ;
+- ``edm`` (sgm / SVD): ln σ ~ N(P_mean, P_std²), x0-space MSE × (σ²+1)/σ².
+
+Both use the same preconditioning as sampling (``diffusion.edm.v_scalings``). σ and the noise are inputs,
+drawn outside the graph from the sample's own seed.
+"""
+from dataclasses import dataclass
+
+import mindspore as ms
+from mindspore import nn, ops
+
+from exvideo_ms.diffusion.edm import edm_weight, exvideo_weight, v_scalings
+from exvideo_ms.models.conditioner import added_time_vector
+
+RECIPES = ("exvideo", "edm")
+
+
+@dataclass
+class LossOptions:
+    """``--train.loss.*``"""
+
+    recipe: str = "exvideo"
+    contrast_enhance_scale: float = 1.01  # ExVideo multiplies the x0 target by 1.01 ("avoid gray videos")
+    num_sigmas: int = 1000  # exvideo: size of the Karras grid σ is drawn from
+    p_mean: float = 1.0  # edm: the earlier MindSpore SVD trainer's values (reference/mindone_svd.md §4)
+    p_std: float = 1.6
+
+
+class DenoisingLoss(nn.Cell):
+    """(weighted loss, plain loss) of one batch; everything in float32 except inside the UNet."""
+
+    def __init__(self, unet, recipe: str, contrast: float, vector_dim: int):
+        super().__init__()
+        if recipe not in RECIPES:
+            raise ValueError(f"loss recipe must be one of {RECIPES}, got {recipe!r}")
+        self.unet = unet
+        self.recipe = recipe
+        self.contrast = contrast
+        self.vector_dim = vector_dim
+
+    def construct(self, latents, cond_latent, clip_embedding, time_ids, sigma, noise):
+        """latents (B, T, C, h, w) clean x0; cond_latent (B, C, h, w) unscaled first-frame latent;
+        clip_embedding (B, 1, D); time_ids (B, 3) [fps − 1, motion bucket, noise aug]; sigma (B,);
+        noise (B, T, C, h, w)."""
+        b, t, c, h, w = latents.shape
+        s = sigma.astype(ms.float32).reshape(b, 1, 1, 1, 1)
+        x = latents + s * noise
+        c_skip, c_out, c_in, c_noise = v_scalings(s, log=ops.log)
+        cond = ops.broadcast_to(cond_latent.reshape(b, 1, c, h, w), (b, t, c, h, w))
+        inp = ops.cat([x * c_in, cond], 2).reshape(b * t, 2 * c, h, w)
+        steps = ops.broadcast_to(c_noise.reshape(b, 1), (b, t)).reshape(b * t)
+        ctx = ops.broadcast_to(clip_embedding.reshape(b, 1, 1, -1), (b, t, 1, clip_embedding.shape[-1]))
+        vec = added_time_vector(time_ids, self.vector_dim)
+        vec = ops.broadcast_to(vec.reshape(b, 1, -1), (b, t, vec.shape[-1])).reshape(b * t, -1)
+        out = self.unet(inp, steps, ctx.reshape(b * t, 1, -1), vec, t).astype(ms.float32).reshape(b, t, c, h, w)
+        x0_pred = c_skip * x + c_out * out
+        target = latents * self.contrast if self.recipe == "exvideo" else latents
+        err = ((x0_pred - target) ** 2).reshape(b, -1).mean(axis=1)
+        weight = exvideo_weight(sigma) if self.recipe == "exvideo" else edm_weight(sigma)
+        return (err * weight.astype(ms.float32)).mean(), err.mean()

@@ -1,0 +1,63 @@
+"""AdamW with PyTorch's semantics (decoupled decay, bias-corrected moments), the optimizer ExVideo used.
+MindSpore's ``nn.AdamWeightDecay`` has no bias correction and ``mint.optim.AdamW`` has no CPU kernel, so the
+update is written out; moments are float32 like the trainable weights."""
+from dataclasses import dataclass, field
+from typing import Tuple
+
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+
+
+@dataclass
+class OptimizerOptions:
+    """``--train.optimizer.*`` (defaults: torch.optim.AdamW as ExVideo ran it, lr 1e-5)."""
+
+    lr: float = 1.0e-5
+    betas: Tuple[float, float] = (0.9, 0.999)
+    eps: float = 1.0e-8
+    weight_decay: float = 0.01
+    warmup_steps: int = 0
+    grad_clip: float = 0.0  # global-norm clipping; 0 = off (ExVideo had none)
+    grad_accum: int = 1
+
+
+def learning_rate(step: int, opts: OptimizerOptions) -> float:
+    """Constant after a linear warm-up (ExVideo: constant, no warm-up)."""
+    if opts.warmup_steps > 0 and step < opts.warmup_steps:
+        return opts.lr * (step + 1) / opts.warmup_steps
+    return opts.lr
+
+
+class AdamW(nn.Cell):
+    """p ← p·(1 − lr·wd); m ← β1 m + (1−β1) g; v ← β2 v + (1−β2) g²;
+    p ← p − lr/(1−β1ᵗ) · m / (√v/√(1−β2ᵗ) + ε)."""
+
+    def __init__(self, params, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01):
+        super().__init__()
+        self.parameters = ms.ParameterTuple(params)
+        self.exp_avg = self.parameters.clone(prefix="exp_avg", init="zeros")
+        self.exp_avg_sq = self.parameters.clone(prefix="exp_avg_sq", init="zeros")
+        self.step_count = Parameter(Tensor(0.0, ms.float32), name="adamw_step", requires_grad=False)
+        self.beta1, self.beta2 = float(betas[0]), float(betas[1])
+        self.eps = float(eps)
+        self.weight_decay = float(weight_decay)
+
+    def construct(self, grads, lr):
+        step = self.step_count + 1.0
+        ops.assign(self.step_count, step)
+        bias1 = 1.0 - ops.pow(Tensor(self.beta1, ms.float32), step)
+        bias2_sqrt = ops.sqrt(1.0 - ops.pow(Tensor(self.beta2, ms.float32), step))
+        step_size = lr / bias1
+        for i in range(len(self.parameters)):
+            p, m, v = self.parameters[i], self.exp_avg[i], self.exp_avg_sq[i]
+            g = grads[i].astype(ms.float32)
+            m_new = m * self.beta1 + g * (1.0 - self.beta1)
+            v_new = v * self.beta2 + g * g * (1.0 - self.beta2)
+            ops.assign(m, m_new)
+            ops.assign(v, v_new)
+            ops.assign(p, p * (1.0 - lr * self.weight_decay) - step_size * m_new / (ops.sqrt(v_new) / bias2_sqrt + self.eps))
+        return step
+
+    def state_parameters(self):
+        """Everything needed to resume: both moments and the step count."""
+        return list(self.exp_avg) + list(self.exp_avg_sq) + [self.step_count]

@@ -1,0 +1,99 @@
+"""The compiled train step: gradients of the weighted loss w.r.t. the trainable parameters with a dynamic
+loss scale, mean across data-parallel ranks, overflow check (a non-finite gradient skips the update and
+lowers the scale), optional global-norm clipping, gradient accumulation, AdamW."""
+from dataclasses import dataclass
+
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+
+
+@dataclass
+class LossScaleOptions:
+    """``--train.loss_scale.*``: dynamic loss scaling (needed when frozen layers run in fp16)."""
+
+    enable: bool = True
+    init: float = 65536.0
+    factor: float = 2.0
+    window: int = 1000  # finite steps before the scale grows
+    minimum: float = 1.0
+
+
+class _ScaledLoss(nn.Cell):
+    """(weighted loss × scale, plain loss): differentiating the first output gives scaled gradients."""
+
+    def __init__(self, loss: nn.Cell):
+        super().__init__(auto_prefix=False)
+        self.loss = loss
+
+    def construct(self, scale, latents, cond_latent, clip_embedding, time_ids, sigma, noise):
+        weighted, plain = self.loss(latents, cond_latent, clip_embedding, time_ids, sigma, noise)
+        return weighted * scale, (weighted, plain)
+
+
+class TrainStep(nn.Cell):
+    def __init__(self, loss: nn.Cell, optimizer, scale: LossScaleOptions, grad_clip: float = 0.0,
+                 grad_accum: int = 1, reducer=None):
+        super().__init__(auto_prefix=False)
+        self.scaled = _ScaledLoss(loss)
+        self.optimizer = optimizer
+        self.weights = optimizer.parameters
+        self.value_and_grad = ops.value_and_grad(self.scaled, grad_position=None, weights=self.weights, has_aux=True)
+        self.scale_opts = scale
+        self.loss_scale = Parameter(Tensor(scale.init if scale.enable else 1.0, ms.float32), name="loss_scale",
+                                    requires_grad=False)
+        self.good_steps = Parameter(Tensor(0, ms.int32), name="loss_scale_good_steps", requires_grad=False)
+        self.grad_clip = float(grad_clip)
+        self.accum = int(grad_accum)
+        if self.accum > 1:
+            self.accum_grads = self.weights.clone(prefix="accum", init="zeros")
+        self.reducer = reducer
+        self.dynamic = bool(scale.enable)
+
+    def construct(self, lr, apply: bool, latents, cond_latent, clip_embedding, time_ids, sigma, noise):
+        """One micro-step; the update (and loss-scale bookkeeping) happens when ``apply`` (a graph constant)."""
+        scale = self.loss_scale * 1.0
+        (_, (weighted, plain)), grads = self.value_and_grad(scale, latents, cond_latent, clip_embedding, time_ids,
+                                                            sigma, noise)
+        if self.reducer is not None:
+            grads = self.reducer(grads)
+        grads = tuple(g.astype(ms.float32) / scale for g in grads)
+        if self.accum > 1:
+            total = []
+            for i in range(len(grads)):
+                s = self.accum_grads[i] + grads[i] / self.accum
+                ops.assign(self.accum_grads[i], s)
+                total.append(s)
+            grads = tuple(total)
+        finite = ops.logical_and(ops.isfinite(weighted), _all_finite(grads))
+        if not apply:
+            return weighted, plain, finite, scale
+        if self.grad_clip > 0:
+            grads = ops.clip_by_global_norm(grads, self.grad_clip)
+        if finite:
+            self.optimizer(grads, lr)
+        if self.accum > 1:
+            for i in range(len(grads)):
+                ops.assign(self.accum_grads[i], ops.zeros_like(self.accum_grads[i]))
+        if self.dynamic:
+            self._update_scale(finite)
+        return weighted, plain, finite, scale
+
+    def _update_scale(self, finite):
+        o = self.scale_opts
+        good = ops.select(finite, self.good_steps + 1, ops.zeros_like(self.good_steps))
+        grow = good >= o.window
+        new_scale = ops.select(finite, ops.select(grow, self.loss_scale * o.factor, self.loss_scale),
+                               ops.maximum(self.loss_scale / o.factor, ops.fill(ms.float32, (), o.minimum)))
+        ops.assign(self.loss_scale, new_scale)
+        ops.assign(self.good_steps, ops.select(grow, ops.zeros_like(good), good))
+
+    def state_parameters(self):
+        return [self.loss_scale, self.good_steps]
+
+
+def _all_finite(grads):
+    flags = [ops.isfinite(g).all() for g in grads]
+    out = flags[0]
+    for f in flags[1:]:
+        out = ops.logical_and(out, f)
+    return out

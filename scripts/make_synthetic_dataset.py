@@ -1,0 +1,142 @@
+"""Procedurally generated video clips for training and testing: coloured shapes that move, bounce, turn
+and scale over textured backgrounds, some with a camera pan. Deterministic from --seed.
+
+    python scripts/make_synthetic_dataset.py --output data/synthetic --clips 200 --heldout 16 \
+        --frames 32 --size 64 [--csv] [--frame-folders]
+
+Writes <output>/train/{videos/*.mp4, metadata.json} and <output>/heldout/... (ExVideo's metadata.json
+layout); with --csv also mindone's metadata.csv (path,length,motion_bucket_id); with --frame-folders also
+one folder of PNG frames per clip (frames/<clip>/0000.png ...), the third layout the loaders read.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+SHAPES = ("circle", "square", "triangle", "star")
+
+
+def background(rng: np.random.Generator, size: int, pad: int) -> np.ndarray:
+    """A smooth two-colour gradient with soft blobs and fine stripes, larger than the frame (for pans)."""
+    n = size + 2 * pad
+    yy, xx = np.mgrid[0:n, 0:n].astype(np.float32) / n
+    c0, c1 = rng.uniform(0.1, 0.9, 3), rng.uniform(0.1, 0.9, 3)
+    angle = rng.uniform(0, 2 * math.pi)
+    t = (np.cos(angle) * xx + np.sin(angle) * yy)
+    t = (t - t.min()) / (t.max() - t.min() + 1e-6)
+    img = c0[None, None] * (1 - t[..., None]) + c1[None, None] * t[..., None]
+    for _ in range(rng.integers(2, 5)):
+        cx, cy, r = rng.uniform(0, 1, 2).tolist() + [rng.uniform(0.1, 0.3)]
+        blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))[..., None]
+        img = img * (1 - 0.4 * blob) + 0.4 * blob * rng.uniform(0, 1, 3)[None, None]
+    freq, phase = rng.uniform(8, 20), rng.uniform(0, 2 * math.pi)
+    img += 0.05 * np.sin(2 * math.pi * freq * (xx * np.cos(angle + 1) + yy * np.sin(angle + 1)) + phase)[..., None]
+    return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def shape_points(kind: str, cx: float, cy: float, r: float, rot: float) -> np.ndarray:
+    if kind == "square":
+        ang = [rot + math.pi / 4 + i * math.pi / 2 for i in range(4)]
+        return np.array([[cx + r * math.cos(a), cy + r * math.sin(a)] for a in ang])
+    if kind == "triangle":
+        ang = [rot + i * 2 * math.pi / 3 for i in range(3)]
+        return np.array([[cx + r * math.cos(a), cy + r * math.sin(a)] for a in ang])
+    pts = []  # star
+    for i in range(10):
+        a = rot + i * math.pi / 5
+        rr = r if i % 2 == 0 else 0.45 * r
+        pts.append([cx + rr * math.cos(a), cy + rr * math.sin(a)])
+    return np.array(pts)
+
+
+def render_clip(rng: np.random.Generator, frames: int, size: int) -> np.ndarray:
+    """(T, size, size, 3) uint8 RGB."""
+    pad = size // 2
+    bg = background(rng, size, pad)
+    pan = rng.uniform(-1.2, 1.2, 2) if rng.random() < 0.4 else np.zeros(2)
+    objects = []
+    for _ in range(rng.integers(1, 4)):
+        objects.append(dict(kind=SHAPES[rng.integers(len(SHAPES))], pos=rng.uniform(0.2, 0.8, 2) * size,
+                            vel=rng.uniform(-2.5, 2.5, 2) * size / 64, r=rng.uniform(0.08, 0.18) * size,
+                            spin=rng.uniform(-0.25, 0.25), rot=rng.uniform(0, 2 * math.pi),
+                            pulse=rng.uniform(0, 0.3), phase=rng.uniform(0, 2 * math.pi),
+                            color=tuple(int(c) for c in rng.integers(20, 255, 3))))
+    out = np.empty((frames, size, size, 3), np.uint8)
+    for t in range(frames):
+        off = np.clip(pad + pan * t, 0, 2 * pad).astype(int)
+        frame = np.ascontiguousarray(bg[off[1]:off[1] + size, off[0]:off[0] + size])
+        for o in objects:
+            r = o["r"] * (1 + o["pulse"] * math.sin(0.4 * t + o["phase"]))
+            for axis in (0, 1):  # bounce off the frame border
+                if not r <= o["pos"][axis] <= size - r:
+                    o["vel"][axis] = -o["vel"][axis]
+                    o["pos"][axis] = float(np.clip(o["pos"][axis], r, size - r))
+            cx, cy = o["pos"]
+            if o["kind"] == "circle":
+                cv2.circle(frame, (int(round(cx * 16)), int(round(cy * 16))), int(round(r * 16)), o["color"], -1,
+                           lineType=cv2.LINE_AA, shift=4)
+            else:
+                pts = np.round(shape_points(o["kind"], cx, cy, r, o["rot"]) * 16).astype(np.int32)
+                cv2.fillPoly(frame, [pts], o["color"], lineType=cv2.LINE_AA, shift=4)
+            o["pos"] = o["pos"] + o["vel"]
+            o["rot"] += o["spin"]
+        out[t] = frame
+    return out
+
+
+def write_split(root: Path, rng: np.random.Generator, clips: int, frames: int, size: int, fps: float,
+                with_csv: bool, with_folders: bool) -> list:
+    from exvideo_ms.data.motion import motion_bucket
+    from exvideo_ms.data.transforms import to_model_range
+    from exvideo_ms.media import write_mp4
+    (root / "videos").mkdir(parents=True, exist_ok=True)
+    entries, rows = [], []
+    for i in range(clips):
+        video = render_clip(rng, frames, size)
+        rel = f"videos/clip_{i:05d}.mp4"
+        write_mp4(video, root / rel, fps)
+        entries.append({"path": rel})
+        rows.append({"path": rel, "length": frames, "motion_bucket_id": motion_bucket(to_model_range(video))})
+        if with_folders:
+            folder = root / "frames" / f"clip_{i:05d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for t, f in enumerate(video):
+                cv2.imwrite(str(folder / f"{t:04d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    (root / "metadata.json").write_text(json.dumps(entries, indent=1))
+    if with_csv:
+        with open(root / "metadata.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["path", "length", "motion_bucket_id"])
+            w.writeheader()
+            w.writerows(rows)
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--output", required=True)
+    p.add_argument("--clips", type=int, default=200)
+    p.add_argument("--heldout", type=int, default=16)
+    p.add_argument("--frames", type=int, default=32)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--fps", type=float, default=8.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--csv", action="store_true")
+    p.add_argument("--frame-folders", action="store_true")
+    a = p.parse_args(argv)
+    out = Path(a.output)
+    for split, n, stream in (("train", a.clips, 0), ("heldout", a.heldout, 1)):
+        if n > 0:
+            write_split(out / split, np.random.default_rng([a.seed, stream]), n, a.frames, a.size, a.fps, a.csv,
+                        a.frame_folders)
+    print(f"wrote {a.clips} training and {a.heldout} held-out clips of {a.frames} frames at {a.size}x{a.size} to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

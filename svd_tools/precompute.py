@@ -1,0 +1,83 @@
+"""Pre-compute the frozen encoders' outputs of a dataset, so training skips the VAE encoder and CLIP.
+
+    python svd_tools/precompute.py --model.config m.yaml --model.checkpoint m.ckpt \
+        --dataset.path data/clips --dataset.num_frames 128 --output data/clips_latents
+
+Each clip's frames (first window, as ExVideo trains: dataset.start fixed) are encoded once: latents × the
+model's encode scale, the unscaled first-frame latent, its CLIP embedding, fps and motion bucket, one .npz
+per clip and ``precomputed.json``. Train with ``--train.dataset.format precomputed --train.dataset.path
+<output>``. Unusable clips are skipped and listed.
+"""
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class _Model:
+    config: str = "configs/exvideo_svd_128f.yaml"
+    checkpoint: str = ""
+
+
+def main(argv=None) -> int:
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    from exvideo_ms.data.dataset import DataOptions
+    p = ArgumentParser(description=__doc__)
+    p.add_argument("--config", action=ActionConfigFile)
+    p.add_argument("--model", type=_Model, default=_Model())
+    p.add_argument("--dataset", type=DataOptions, default=DataOptions())
+    p.add_argument("--output", type=str, required=True)
+    p.add_argument("--mode", type=int, default=0)
+    a = p.instantiate_classes(p.parse_args(argv))
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    import numpy as np
+    from tqdm import tqdm
+
+    from exvideo_ms import backend
+    from exvideo_ms.checkpoint import load_checkpoint
+    from exvideo_ms.config import load_config
+    from exvideo_ms.data.dataset import VideoClipSource
+    from exvideo_ms.data.sources import DatasetError
+    from exvideo_ms.models.svd import build_model
+    from exvideo_ms.train.trainer import Conditioner
+    backend.setup_device(None, mode=a.mode)
+    cfg = load_config(a.model.config)
+    model = build_model(cfg, ["vae", "image_encoder"], allocate=False)
+    load_checkpoint(model, a.model.checkpoint, strict=False)
+    missing = [n for n, prm in model.parameters_and_names() if prm.has_init]
+    if missing:
+        print(f"error: {a.model.checkpoint} lacks {len(missing)} encoder tensors, e.g. {missing[:3]}", file=sys.stderr)
+        return 2
+    a.dataset.start = "fixed"
+    try:
+        source = VideoClipSource(a.dataset, seed=0)
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    cond = Conditioner(model, cfg)
+    out = Path(a.output)
+    out.mkdir(parents=True, exist_ok=True)
+    files, skipped = [], []
+    for i, clip in enumerate(tqdm(source.clips, desc="encoding")):
+        try:
+            frames, fps, mb = source.load(clip, np.random.default_rng(0))
+        except (DatasetError, OSError, ValueError) as e:
+            skipped.append(f"{clip.path}: {e}")
+            continue
+        c = cond(frames[None], 0.0, None)
+        name = f"clip_{i:06d}.npz"
+        np.savez(out / name, latents=c["latents"][0], cond_latent=c["cond_latent"][0],
+                 clip_embedding=c["clip_embedding"][0], fps=fps, motion_bucket_id=mb)
+        files.append(name)
+    (out / "precomputed.json").write_text(json.dumps(
+        {"files": files, "skipped": skipped, "model": cfg.name, "encode_scale": cfg.vae.encode_scale,
+         "num_frames": a.dataset.num_frames, "height": a.dataset.height, "width": a.dataset.width}, indent=1))
+    print(f"wrote {len(files)} clips to {out} ({len(skipped)} skipped)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Training data: the three clip-list formats, frame sampling and transforms, motion buckets, and the handling
+of corrupt, short and escaping entries."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from exvideo_ms.data.dataset import DataOptions, VideoClipSource, batches, sample_indices
+from exvideo_ms.data.motion import THRESHOLDS, motion_bucket, motion_score
+from exvideo_ms.data.sources import DatasetError, load_clips
+from exvideo_ms.data.transforms import frame_indices, resize_crop, to_model_range
+from tests.helpers import REPO
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "make_synthetic_dataset.py"), "--output", str(root),
+                        "--clips", "3", "--heldout", "1", "--frames", "10", "--size", "48", "--csv",
+                        "--frame-folders", "--seed", "4"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return root / "train"
+
+
+def opts(root, fmt, **kw):
+    base = dict(path=str(root), format=fmt, num_frames=6, interval=1, start="fixed", height=32, width=40,
+                fps=8.0, num_workers=0)
+    base.update(kw)
+    return DataOptions(**base)
+
+
+def test_synthetic_generator_is_deterministic(synthetic, tmp_path):
+    again = tmp_path / "again"
+    subprocess.run([sys.executable, str(REPO / "scripts" / "make_synthetic_dataset.py"), "--output", str(again),
+                    "--clips", "3", "--heldout", "1", "--frames", "10", "--size", "48", "--seed", "4"], check=True,
+                   capture_output=True)
+    from exvideo_ms.media import read_video
+    for name in ("clip_00000.mp4", "clip_00002.mp4"):
+        assert np.array_equal(read_video(synthetic / "videos" / name), read_video(again / "train" / "videos" / name))
+    assert (synthetic.parent / "heldout" / "metadata.json").is_file()
+
+
+def test_three_formats_load_the_same_clip_identically(synthetic):
+    """metadata.json and the CSV point at the same mp4; the frame folder holds the PNGs of the same frames:
+    all three give the same sample up to the video codec (mp4 vs lossless PNG)."""
+    samples = {}
+    for fmt in ("metadata", "csv", "frames"):
+        src = VideoClipSource(opts(synthetic, fmt), seed=3)
+        assert len(src.clips) == 3
+        samples[fmt] = src[0]
+    m, c, f = samples["metadata"], samples["csv"], samples["frames"]
+    assert np.array_equal(m[0], c[0])  # same file, same decode
+    assert m[0].shape == (6, 3, 32, 40) and m[0].min() >= -1 and m[0].max() <= 1
+    assert np.abs(m[0] - f[0]).mean() < 0.02  # the folder's PNGs were written from the same rendered frames
+    csv_src = VideoClipSource(opts(synthetic, "csv"), seed=3)
+    assert c[2] == np.float32(csv_src.clips[csv_src.order.clip(0)].motion_bucket_id)  # taken from the CSV
+    assert m[2] == motion_bucket(m[0])  # computed from the sampled frames when the list has none
+
+
+def test_sampling_start_interval_and_transform(synthetic):
+    assert frame_indices(10, 4, 2, 0) == [0, 2, 4, 6]
+    assert frame_indices(10, 4, 3, 0) == [0, 3, 6, 9]
+    assert frame_indices(10, 4, 3, 1) is None and frame_indices(5, 6, 1, 0) is None
+    frame = np.zeros((30, 60, 3), np.uint8)
+    frame[:, 25:35] = 255  # a bright centre column survives the centre crop
+    out = resize_crop(frame, 32, 32)
+    assert out.shape == (32, 32, 3) and out[:, 14:18].mean() > 200 and out[:, :4].max() < 30
+    x = to_model_range(np.full((2, 4, 4, 3), 255, np.uint8))
+    assert x.shape == (2, 3, 4, 4) and np.all(x == 1.0)
+    a = VideoClipSource(opts(synthetic, "metadata", start="random", interval=2, num_frames=4), seed=1)
+    starts = {tuple(a[i][0][0, 0, 0, :3].round(3)) for i in range(6)}
+    assert len(starts) > 1  # random starts differ between samples
+    assert np.array_equal(a[5][0], a[5][0])  # and each sample is a pure function of (seed, index)
+
+
+def test_motion_bucket_thresholds():
+    assert len(THRESHOLDS) == 128 and np.all(np.diff(THRESHOLDS) > 0)
+    still = np.zeros((5, 3, 8, 8), np.float32)
+    assert motion_score(still) == 0.0 and motion_bucket(still) == 0
+    g = np.random.default_rng(0)
+    frames = g.uniform(-1, 1, (8, 3, 8, 8)).astype(np.float32)
+    score = frames.astype(np.float64).std(axis=0, ddof=1).mean()
+    assert motion_bucket(frames) == int((THRESHOLDS[1:] <= score).sum()) == 127
+
+
+def test_corrupt_and_short_clips_are_skipped_and_counted(synthetic, tmp_path, caplog):
+    root = tmp_path / "mixed"
+    (root / "videos").mkdir(parents=True)
+    for name in ("clip_00000.mp4", "clip_00001.mp4"):
+        (root / "videos" / name).write_bytes((synthetic / "videos" / name).read_bytes())
+    (root / "videos" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not a video")
+    from exvideo_ms.media import read_video, write_mp4
+    write_mp4(read_video(synthetic / "videos" / "clip_00002.mp4")[:3], root / "videos" / "short.mp4", 8)
+    entries = [{"path": f"videos/{n}"} for n in ("broken.mp4", "short.mp4", "clip_00000.mp4", "clip_00001.mp4")]
+    (root / "metadata.json").write_text(json.dumps(entries))
+    src = VideoClipSource(opts(root, "metadata"), seed=0)
+    total_skipped = 0
+    for b in batches(src, list(range(8)), 2, workers=0):
+        assert b["frames"].shape == (2, 6, 3, 32, 40)
+        total_skipped += int(b["skipped"].sum())
+    assert total_skipped > 0
+    assert "skipping clip" in caplog.text and ("broken.mp4" in caplog.text or "short.mp4" in caplog.text)
+
+
+@pytest.mark.parametrize("bad", ["../outside.mp4", "/etc/passwd", "videos/../../x.mp4"])
+def test_paths_escaping_the_root_are_rejected_at_load(tmp_path, bad):
+    (tmp_path / "metadata.json").write_text(json.dumps([{"path": "videos/a.mp4"}, {"path": bad}]))
+    with pytest.raises(DatasetError, match="escapes the dataset root|must be relative"):
+        load_clips(tmp_path, "metadata")
+    (tmp_path / "metadata.csv").write_text(f"path,length,motion_bucket_id\n{bad},10,3\n")
+    with pytest.raises(DatasetError, match="escapes the dataset root|must be relative"):
+        load_clips(tmp_path, "csv")
+
+
+def test_symlink_out_of_the_root_is_rejected(tmp_path):
+    root = tmp_path / "root"
+    (root / "videos").mkdir(parents=True)
+    (root / "videos" / "link.mp4").symlink_to(tmp_path / "elsewhere.mp4")
+    (root / "metadata.json").write_text(json.dumps([{"path": "videos/link.mp4"}]))
+    with pytest.raises(DatasetError, match="escapes the dataset root"):
+        load_clips(root, "metadata")
+
+
+def test_sample_indices_split_a_global_batch_across_ranks():
+    one = sample_indices(step=3, micro=0, accum=1, rank=0, world=1, batch=2)
+    two = sample_indices(3, 0, 1, 0, 2, 1) + sample_indices(3, 0, 1, 1, 2, 1)
+    assert one == two == [6, 7]
+    assert sample_indices(1, 1, 2, 0, 1, 1) == [3]
