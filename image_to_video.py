@@ -157,8 +157,9 @@ def generate(args) -> dict:
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from exvideo_ms.config import instantiate
     parser = build_parser()
-    args = parser.instantiate_classes(parser.parse_args(argv))
+    args = instantiate(parser, parser.parse_args(argv))
     from exvideo_ms.checkpoint import CheckpointError
     from exvideo_ms.config import ConfigError
     from exvideo_ms.media import MediaError

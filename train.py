@@ -28,8 +28,9 @@ def build_parser():
 
 
 def main(argv=None) -> int:
+    from exvideo_ms.config import instantiate
     parser = build_parser()
-    args = parser.instantiate_classes(parser.parse_args(argv))
+    args = instantiate(parser, parser.parse_args(argv))
     import os
     rank = int(os.environ.get("RANK_ID", os.environ.get("MS_NODE_ID", "0")) or 0)
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,

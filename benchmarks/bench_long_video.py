@@ -84,8 +84,10 @@ def plot(ms_rows, th_rows, path):
         b.plot(f, [r["peak_rss"] for r in rows], "o-", label=label)
     a.set(xlabel="frames", ylabel="seconds per frame (one UNet evaluation)", xscale="log", title="cost per frame")
     b.set(xlabel="frames", ylabel="peak RSS (GiB)", xscale="log", title="peak memory")
+    from matplotlib.ticker import NullFormatter
     for ax in (a, b):
         ax.set_xticks([r["frames"] for r in ms_rows], [str(r["frames"]) for r in ms_rows])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()

@@ -284,3 +284,9 @@ def save_config(cfg: SVDConfig, path: Union[str, Path], header: str = "") -> Non
 
 def replace(cfg, **changes):
     return dataclasses.replace(cfg, **changes)
+
+
+def instantiate(parser, namespace):
+    """jsonargparse's dataclass instantiation (``instantiate`` from 4.49, ``instantiate_classes`` before)."""
+    method = getattr(parser, "instantiate", None) or parser.instantiate_classes
+    return method(namespace)

@@ -4,6 +4,8 @@
 # Variables: MASTER_PORT (8118), LOG_DIR (logs/train_multinode), SHARD (optimizer shard size, -1 = all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# msrun starts workers with the `python` on PATH: prefer the project environment
+[ -x .venv/bin/python ] && export PATH="$PWD/.venv/bin:$PATH"
 MASTER_ADDR=${1:?master address}; NODE_RANK=${2:?node rank}; NUM_NODES=${3:?number of nodes}
 PER_NODE=8
 if [ "${4:-}" != "--" ] && [ -n "${4:-}" ]; then PER_NODE=$4; shift; fi

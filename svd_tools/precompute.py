@@ -31,7 +31,8 @@ def main(argv=None) -> int:
     p.add_argument("--dataset", type=DataOptions, default=DataOptions())
     p.add_argument("--output", type=str, required=True)
     p.add_argument("--mode", type=int, default=0)
-    a = p.instantiate_classes(p.parse_args(argv))
+    from exvideo_ms.config import instantiate
+    a = instantiate(p, p.parse_args(argv))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     import numpy as np
     from tqdm import tqdm

@@ -16,6 +16,14 @@ from mindspore import nn, ops
 POST_HOC_GAMMA = 0.9  # ExVideo_ema.py default
 
 
+_ema = ops.MultitypeFuncGraph("ema")
+
+
+@_ema.register("Number", "Tensor", "Tensor")
+def _ema_update(decay, shadow, param):
+    return ops.assign(shadow, shadow * decay + param * (1.0 - decay))
+
+
 class EMA(nn.Cell):
     def __init__(self, params, decay: float):
         super().__init__()
@@ -24,11 +32,10 @@ class EMA(nn.Cell):
         self.params = ms.ParameterTuple(params)
         self.shadow = self.params.clone(prefix="ema", init="same")
         self.decay = float(decay)
+        self.hyper_map = ops.HyperMap()
 
     def construct(self):
-        for i in range(len(self.params)):
-            ops.assign(self.shadow[i], self.shadow[i] * self.decay + self.params[i] * (1.0 - self.decay))
-        return self.decay
+        return self.hyper_map(ops.partial(_ema, self.decay), self.shadow, self.params)
 
 
 def post_hoc(checkpoints: Iterable[Path], gamma: float = POST_HOC_GAMMA) -> Iterable[Tuple[Path, dict]]:

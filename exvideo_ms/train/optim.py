@@ -28,9 +28,27 @@ def learning_rate(step: int, opts: OptimizerOptions) -> float:
     return opts.lr
 
 
+_adamw = ops.MultitypeFuncGraph("adamw")
+
+
+@_adamw.register("Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Number", "Number", "Number", "Number", "Tensor",
+                 "Tensor", "Tensor", "Tensor")
+def _adamw_update(lr, step_size, bias2_sqrt, grad_scale, decay, beta1, beta2, eps, _unused, param, m, v, grad):
+    g = grad.astype(ms.float32) * grad_scale
+    m_new = m * beta1 + g * (1.0 - beta1)
+    v_new = v * beta2 + g * g * (1.0 - beta2)
+    ops.assign(m, m_new)
+    ops.assign(v, v_new)
+    return ops.assign(param, param * (1.0 - lr * decay) - step_size * m_new / (ops.sqrt(v_new) / bias2_sqrt + eps))
+
+
 class AdamW(nn.Cell):
     """p ← p·(1 − lr·wd); m ← β1 m + (1−β1) g; v ← β2 v + (1−β2) g²;
-    p ← p − lr/(1−β1ᵗ) · m / (√v/√(1−β2ᵗ) + ε)."""
+    p ← p − lr/(1−β1ᵗ) · m / (√v/√(1−β2ᵗ) + ε).
+
+    Per-parameter work goes through ``ops.HyperMap``: a Python loop over hundreds of parameters costs
+    minutes of graph compilation in MindSpore 2.8 (measured: 32 s for 363 element-wise ops), HyperMap < 1 s.
+    """
 
     def __init__(self, params, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01):
         super().__init__()
@@ -40,23 +58,18 @@ class AdamW(nn.Cell):
         self.step_count = Parameter(Tensor(0.0, ms.float32), name="adamw_step", requires_grad=False)
         self.beta1, self.beta2 = float(betas[0]), float(betas[1])
         self.eps = float(eps)
-        self.weight_decay = float(weight_decay)
+        self.weight_decay = Tensor(float(weight_decay), ms.float32)
+        self.hyper_map = ops.HyperMap()
 
-    def construct(self, grads, lr):
+    def construct(self, grads, lr, grad_scale):
+        """``grads`` are multiplied by ``grad_scale`` (1/loss scale) before use."""
         step = self.step_count + 1.0
         ops.assign(self.step_count, step)
         bias1 = 1.0 - ops.pow(Tensor(self.beta1, ms.float32), step)
         bias2_sqrt = ops.sqrt(1.0 - ops.pow(Tensor(self.beta2, ms.float32), step))
-        step_size = lr / bias1
-        for i in range(len(self.parameters)):
-            p, m, v = self.parameters[i], self.exp_avg[i], self.exp_avg_sq[i]
-            g = grads[i].astype(ms.float32)
-            m_new = m * self.beta1 + g * (1.0 - self.beta1)
-            v_new = v * self.beta2 + g * g * (1.0 - self.beta2)
-            ops.assign(m, m_new)
-            ops.assign(v, v_new)
-            ops.assign(p, p * (1.0 - lr * self.weight_decay) - step_size * m_new / (ops.sqrt(v_new) / bias2_sqrt + self.eps))
-        return step
+        update = ops.partial(_adamw, lr, lr / bias1, bias2_sqrt, grad_scale, self.weight_decay, self.beta1,
+                             self.beta2, self.eps, 0)
+        return self.hyper_map(update, self.parameters, self.exp_avg, self.exp_avg_sq, grads)
 
     def state_parameters(self):
         """Everything needed to resume: both moments and the step count."""

@@ -30,14 +30,43 @@ class _ScaledLoss(nn.Cell):
         return weighted * scale, (weighted, plain)
 
 
+_finite = ops.MultitypeFuncGraph("finite")
+_scaled = ops.MultitypeFuncGraph("scaled")
+_accumulate = ops.MultitypeFuncGraph("accumulate")
+_zero = ops.MultitypeFuncGraph("zero")
+
+
+@_finite.register("Tensor")
+def _is_finite(g):
+    return ops.isfinite(g).all()
+
+
+@_scaled.register("Tensor", "Tensor")
+def _times(scale, g):
+    return g.astype(ms.float32) * scale
+
+
+@_accumulate.register("Number", "Tensor", "Tensor")
+def _add(weight, acc, g):
+    return ops.assign(acc, acc + g.astype(ms.float32) * weight)
+
+
+@_zero.register("Tensor")
+def _zeros(acc):
+    return ops.assign(acc, ops.zeros_like(acc))
+
+
 class TrainStep(nn.Cell):
+    """Per-parameter work uses ``ops.HyperMap`` (Python loops over hundreds of parameters compile for minutes)."""
+
     def __init__(self, loss: nn.Cell, optimizer, scale: LossScaleOptions, grad_clip: float = 0.0,
-                 grad_accum: int = 1, reducer=None):
+                 grad_accum: int = 1, reducer=None, world: int = 1):
         super().__init__(auto_prefix=False)
         self.scaled = _ScaledLoss(loss)
         self.optimizer = optimizer
         self.weights = optimizer.parameters
         self.value_and_grad = ops.value_and_grad(self.scaled, grad_position=None, weights=self.weights, has_aux=True)
+        self.hyper_map = ops.HyperMap()
         self.scale_opts = scale
         self.loss_scale = Parameter(Tensor(scale.init if scale.enable else 1.0, ms.float32), name="loss_scale",
                                     requires_grad=False)
@@ -47,6 +76,9 @@ class TrainStep(nn.Cell):
         if self.accum > 1:
             self.accum_grads = self.weights.clone(prefix="accum", init="zeros")
         self.reducer = reducer
+        self.world = world
+        if reducer is not None:
+            self.allreduce = ops.AllReduce()  # the logged losses are the mean over ranks
         self.dynamic = bool(scale.enable)
 
     def construct(self, lr, apply: bool, latents, cond_latent, clip_embedding, time_ids, sigma, noise):
@@ -56,24 +88,22 @@ class TrainStep(nn.Cell):
                                                             sigma, noise)
         if self.reducer is not None:
             grads = self.reducer(grads)
-        grads = tuple(g.astype(ms.float32) / scale for g in grads)
+            weighted = self.allreduce(weighted) / self.world
+            plain = self.allreduce(plain) / self.world
+        inv_scale = 1.0 / scale
         if self.accum > 1:
-            total = []
-            for i in range(len(grads)):
-                s = self.accum_grads[i] + grads[i] / self.accum
-                ops.assign(self.accum_grads[i], s)
-                total.append(s)
-            grads = tuple(total)
-        finite = ops.logical_and(ops.isfinite(weighted), _all_finite(grads))
-        if not apply:
-            return weighted, plain, finite, scale
+            self.hyper_map(ops.partial(_accumulate, 1.0 / self.accum), self.accum_grads, grads)
+            if not apply:
+                return weighted, plain, ops.isfinite(weighted), scale
+            grads = self.accum_grads
+        finite = ops.logical_and(ops.isfinite(weighted), ops.stack(self.hyper_map(_finite, grads)).all())
         if self.grad_clip > 0:
-            grads = ops.clip_by_global_norm(grads, self.grad_clip)
+            grads = ops.clip_by_global_norm(self.hyper_map(ops.partial(_scaled, inv_scale), grads), self.grad_clip)
+            inv_scale = ops.ones_like(inv_scale)
         if finite:
-            self.optimizer(grads, lr)
+            self.optimizer(grads, lr, inv_scale)
         if self.accum > 1:
-            for i in range(len(grads)):
-                ops.assign(self.accum_grads[i], ops.zeros_like(self.accum_grads[i]))
+            self.hyper_map(_zero, self.accum_grads)
         if self.dynamic:
             self._update_scale(finite)
         return weighted, plain, finite, scale
@@ -89,11 +119,3 @@ class TrainStep(nn.Cell):
 
     def state_parameters(self):
         return [self.loss_scale, self.good_steps]
-
-
-def _all_finite(grads):
-    flags = [ops.isfinite(g).all() for g in grads]
-    out = flags[0]
-    for f in flags[1:]:
-        out = ops.logical_and(out, f)
-    return out

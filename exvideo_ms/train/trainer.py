@@ -123,7 +123,8 @@ def load_initial_weights(model, cfg: SVDConfig, path: Optional[str], init_unet: 
             raise CheckpointError("model.checkpoint is required (the frozen VAE and image encoder need weights; "
                                   "only the UNet may start from scratch)")
         return
-    index = checkpoint_index(path)
+    built = {n.split(".")[0] for n in params}
+    index = {n: shape for n, shape in checkpoint_index(path).items() if n.split(".")[0] in built}
     unexpected = sorted(set(index) - set(params))
     mismatched = sorted(n for n in set(index) & set(params) if tuple(index[n]) != tuple(params[n].shape))
     missing = sorted(set(params) - set(index))
@@ -138,8 +139,8 @@ def load_initial_weights(model, cfg: SVDConfig, path: Optional[str], init_unet: 
     if allowed:
         logger.info("%d tensors not in %s keep their initialisation (%s)", len(allowed), path,
                     "UNet from scratch" if init_unet == "scratch" else "ExVideo's new table and conv")
-    for name, arr in iter_checkpoint(path):
-        if name in params and not (init_unet == "scratch" and name.startswith("unet.")):
+    for name, arr in iter_checkpoint(path):  # components this run does not build (e.g. with precomputed
+        if name in params and not (init_unet == "scratch" and name.startswith("unet.")):  # latents) are skipped
             params[name].set_data(Tensor(arr).astype(params[name].dtype))
 
 
@@ -216,7 +217,7 @@ class Trainer:
         loss = DenoisingLoss(unet, train.loss.recipe, train.loss.contrast_enhance_scale,
                              self.cfg.conditioning.addition_time_embed_dim)
         self.step_cell = TrainStep(loss, self.optimizer, train.loss_scale, train.optimizer.grad_clip,
-                                   train.optimizer.grad_accum, grad_reducer(self.trainable, self.par))
+                                   train.optimizer.grad_accum, grad_reducer(self.trainable, self.par), self.par.world)
         self.ema = EMA(self.trainable, train.ema.decay) if train.ema.enable else None
         self.conditioner = None if precomputed else Conditioner(self.model, self.cfg)
         self.out = Path(train.output_dir)
