@@ -47,13 +47,17 @@ def test_three_formats_load_the_same_clip_identically(synthetic):
     all three give the same sample up to the video codec (mp4 vs lossless PNG)."""
     samples = {}
     for fmt in ("metadata", "csv", "frames"):
-        src = VideoClipSource(opts(synthetic, fmt), seed=3)
+        src = VideoClipSource(opts(synthetic / "frames" if fmt == "frames" else synthetic, fmt), seed=3)
         assert len(src.clips) == 3
         samples[fmt] = src[0]
     m, c, f = samples["metadata"], samples["csv"], samples["frames"]
     assert np.array_equal(m[0], c[0])  # same file, same decode
     assert m[0].shape == (6, 3, 32, 40) and m[0].min() >= -1 and m[0].max() <= 1
-    assert np.abs(m[0] - f[0]).mean() < 0.02  # the folder's PNGs were written from the same rendered frames
+    # the folder's PNGs were written from the same rendered frames: equal up to mp4v's coding error (measured
+    # ~0.04 mean on [-1, 1] at 48 px), far below the difference to another clip
+    assert np.abs(m[0] - f[0]).mean() < 0.06
+    other = VideoClipSource(opts(synthetic / "frames", "frames"), seed=3)[1][0]
+    assert np.abs(other - f[0]).mean() > 3 * np.abs(m[0] - f[0]).mean()
     csv_src = VideoClipSource(opts(synthetic, "csv"), seed=3)
     assert c[2] == np.float32(csv_src.clips[csv_src.order.clip(0)].motion_bucket_id)  # taken from the CSV
     assert m[2] == motion_bucket(m[0])  # computed from the sampled frames when the list has none
