@@ -18,7 +18,7 @@ import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Union
 
 logger = logging.getLogger("image_to_video")
 
@@ -30,7 +30,7 @@ class SVDOptions:
     """Model and sampling options (``--SVD.<name>``); unset values come from the model config."""
 
     config: str = "configs/svd_xt.yaml"
-    checkpoint: Optional[str] = None
+    checkpoint: Optional[Union[str, List[str]]] = None  # a list: later files replace earlier ones' tensors
     num_frames: Optional[int] = None
     fps: Optional[int] = None
     motion_bucket_id: Optional[int] = None
@@ -85,10 +85,10 @@ def resolve_dtype(opts: SVDOptions, device: str) -> str:
     return opts.dtype or amp or "fp32"
 
 
-def resolve_checkpoint(opts: SVDOptions) -> Path:
+def resolve_checkpoint(opts: SVDOptions):
     from exvideo_ms.checkpoint import CheckpointError
     if opts.checkpoint:
-        return Path(opts.checkpoint)
+        return [Path(p) for p in opts.checkpoint] if isinstance(opts.checkpoint, list) else Path(opts.checkpoint)
     beside = Path(opts.config).with_suffix(".ckpt")
     if beside.is_file():
         return beside
@@ -140,7 +140,7 @@ def generate(args) -> dict:
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
         raise
     sidecar = {
-        "outputs": written, "image": str(args.image), "config": str(opts.config), "checkpoint": str(checkpoint),
+        "outputs": written, "image": str(args.image), "config": str(opts.config), "checkpoint": [str(c) for c in checkpoint] if isinstance(checkpoint, list) else str(checkpoint),
         "model": pipe.cfg.name, "device_target": device, "mode": args.mode, "settings": settings,
         "options": {**{k: v for k, v in vars(args).items() if k not in ("SVD", "config", "__path__")},
                     "SVD": asdict(opts)},

@@ -280,22 +280,33 @@ def network_shapes(net) -> Dict[str, tuple]:
     return {name: tuple(p.shape) for name, p in net.parameters_and_names()}
 
 
-def load_checkpoint(net, path, prefix: str = "", strict: bool = True) -> Dict[str, tuple]:
-    """Load ``path`` into ``net``: every parameter exactly once, same shapes, no extra tensors (with
-    ``prefix``, only names under it are considered and the prefix is stripped). Returns the loaded index."""
-    path = Path(path)
-    params = dict(net.parameters_and_names())
-    index = {k[len(prefix):]: v for k, v in checkpoint_index(path).items() if k.startswith(prefix)}
+def load_checkpoint(net, path, strict: bool = True) -> Dict[str, str]:
+    """Load one checkpoint file, or several (a list: later files replace earlier ones' tensors, e.g. a base
+    model and a trainable-weights file), into ``net``. With ``strict`` the union must hold every parameter,
+    nothing else, with the same shapes; names and shapes are checked before anything is copied.
+    Returns {parameter name: file it came from}."""
+    paths = [Path(p) for p in (path if isinstance(path, (list, tuple)) else [path])]
+    if not paths:
+        raise CheckpointError("no checkpoint file given")
+    owner: Dict[str, Path] = {}
+    found: Dict[str, tuple] = {}
+    replaced = 0
+    for p in paths:
+        for name, shape in checkpoint_index(p).items():
+            replaced += name in owner
+            owner[name], found[name] = p, shape
+    what = f"checkpoint {paths[0]}" if len(paths) == 1 else f"checkpoints {', '.join(map(str, paths))}"
     if strict:
-        compare_names_and_shapes(network_shapes(net), index, f"checkpoint {path}")
-    for name, arr in iter_checkpoint(path):
-        if not name.startswith(prefix):
-            continue
-        name = name[len(prefix):]
-        if name in params:
-            p = params[name]
-            p.set_data(ms.Tensor(arr.astype(np.float32) if arr.dtype == np.float64 else arr).astype(p.dtype))
-    return index
+        compare_names_and_shapes(network_shapes(net), found, what)
+    params = dict(net.parameters_and_names())
+    if replaced:
+        logger.info("%d tensors of earlier files replaced by later ones (%s)", replaced, what)
+    for p in paths:
+        for name, arr in iter_checkpoint(p):
+            if owner.get(name) == p and name in params:
+                prm = params[name]
+                prm.set_data(ms.Tensor(arr.astype(np.float32) if arr.dtype == np.float64 else arr).astype(prm.dtype))
+    return {n: str(p) for n, p in owner.items()}
 
 
 def save_checkpoint(named_arrays: Iterable[Tuple[str, np.ndarray]], path, dtype: str = "fp32") -> None:

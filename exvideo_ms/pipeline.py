@@ -152,10 +152,10 @@ class SVDPipeline:
         self.last_settings: Optional[Settings] = None
 
     @classmethod
-    def from_config(cls, config: Union[str, Path, SVDConfig], checkpoint: Union[str, Path, None] = None,
-                    dtype: str = "fp32") -> "SVDPipeline":
-        """Build the networks of ``config`` and load ``checkpoint`` (strict: every name and shape).
-        Without a checkpoint the weights are random (logged), which is only useful for tests and timing."""
+    def from_config(cls, config: Union[str, Path, SVDConfig], checkpoint=None, dtype: str = "fp32") -> "SVDPipeline":
+        """Build the networks of ``config`` and load ``checkpoint`` — one file, or a list whose later files
+        replace earlier ones' tensors (a base model and an ExVideo or fine-tuned weights file); strict: every
+        name and shape. Without a checkpoint the weights are random (logged): only for tests and timing."""
         cfg = config if isinstance(config, SVDConfig) else load_config(config)
         if checkpoint is None:
             logger.warning("no checkpoint given: %s runs with random weights", cfg.name)

@@ -3,10 +3,11 @@
     python svd_tools/precompute.py --model.config m.yaml --model.checkpoint m.ckpt \
         --dataset.path data/clips --dataset.num_frames 128 --output data/clips_latents
 
-Each clip's frames (first window, as ExVideo trains: dataset.start fixed) are encoded once: latents × the
-model's encode scale, the unscaled first-frame latent, its CLIP embedding, fps and motion bucket, one .npz
-per clip and ``precomputed.json``. Train with ``--train.dataset.format precomputed --train.dataset.path
-<output>``. Unusable clips are skipped and listed.
+Each clip's first ``dataset.num_frames`` frames (interval 1) are encoded once: every frame's latent × the
+model's encode scale and its CLIP embedding, plus fps and motion bucket, one .npz per clip and
+``precomputed.json``. Train with ``--train.dataset.format precomputed --train.dataset.path <output>``; the
+trainer then samples windows of its own ``num_frames`` / ``interval`` / ``start`` from the stored frames, with
+the window's first frame as the condition (no noise augmentation). Unusable clips are skipped and listed.
 """
 import json
 import logging
@@ -52,7 +53,7 @@ def main(argv=None) -> int:
     if missing:
         print(f"error: {a.model.checkpoint} lacks {len(missing)} encoder tensors, e.g. {missing[:3]}", file=sys.stderr)
         return 2
-    a.dataset.start = "fixed"
+    a.dataset.start, a.dataset.interval = "fixed", 1
     try:
         source = VideoClipSource(a.dataset, seed=0)
     except DatasetError as e:
@@ -68,10 +69,10 @@ def main(argv=None) -> int:
         except (DatasetError, OSError, ValueError) as e:
             skipped.append(f"{clip.path}: {e}")
             continue
-        c = cond(frames[None], 0.0, None)
+        latents = cond.latents(frames[None])[0]
+        clips = cond.clip_embeddings(frames)
         name = f"clip_{i:06d}.npz"
-        np.savez(out / name, latents=c["latents"][0], cond_latent=c["cond_latent"][0],
-                 clip_embedding=c["clip_embedding"][0], fps=fps, motion_bucket_id=mb)
+        np.savez(out / name, latents=latents, clip_embeddings=clips, fps=fps, motion_bucket_id=mb)
         files.append(name)
     (out / "precomputed.json").write_text(json.dumps(
         {"files": files, "skipped": skipped, "model": cfg.name, "encode_scale": cfg.vae.encode_scale,

@@ -148,8 +148,10 @@ class VideoClipSource:
 
 
 class PrecomputedSource:
-    """Samples written by ``svd_tools/precompute.py``: latents (× the encode scale), the unscaled
-    conditioning latent and the CLIP embedding of frame 0, fps and motion bucket."""
+    """Clips written by ``svd_tools/precompute.py``: every frame's latent (× the encode scale) and CLIP
+    embedding, fps and motion bucket. A sample is a window of ``num_frames`` (``interval``, ``start``) like
+    ``VideoClipSource``'s; its conditioning latent is the window's first latent unscaled (ExVideo trains
+    without noise augmentation) and its CLIP embedding that frame's."""
 
     columns = COLUMNS_LATENTS
 
@@ -165,21 +167,32 @@ class PrecomputedSource:
                 raise DatasetError(f"{index}: {f} escapes the dataset root")
         if not self.files:
             raise DatasetError(f"{index}: lists no clips")
-        self.meta = meta
+        if opts.num_frames > meta["num_frames"]:
+            raise DatasetError(f"{index}: clips hold {meta['num_frames']} frames, dataset.num_frames is {opts.num_frames}")
+        self.opts, self.seed = opts, seed
+        self.encode_scale = float(meta["encode_scale"])
         self.order = _Order(len(self.files), seed)
 
     def __len__(self):
         return 2 ** 31 - 1
 
     def __getitem__(self, index: int):
+        o = self.opts
+        rng = np.random.default_rng([self.seed, int(index), 11])
         for attempt in range(MAX_SKIPS):
             path = self.files[self.order.clip(int(index), attempt)]
             try:
                 with np.load(path) as z:
-                    return (z["latents"].astype(np.float32), z["cond_latent"].astype(np.float32),
-                            z["clip_embedding"].astype(np.float32), np.float32(z["fps"]),
-                            np.float32(z["motion_bucket_id"]), np.int32(attempt))
-            except (OSError, KeyError, ValueError) as e:
+                    latents, clips = z["latents"], z["clip_embeddings"]
+                    fps, mb = np.float32(z["fps"]), np.float32(z["motion_bucket_id"])
+                span = (o.num_frames - 1) * o.interval + 1
+                if len(latents) < span:
+                    raise DatasetError(f"{len(latents)} frames, needs {span}")
+                start = int(rng.integers(0, len(latents) - span + 1)) if o.start == "random" else 0
+                idx = frame_indices(len(latents), o.num_frames, o.interval, start)
+                return (latents[idx].astype(np.float32), (latents[start] / self.encode_scale).astype(np.float32),
+                        clips[start].astype(np.float32), fps, mb, np.int32(attempt))
+            except (OSError, KeyError, ValueError, DatasetError) as e:
                 logger.warning("skipping precomputed clip %s: %s", path, e)
         raise DatasetError(f"{MAX_SKIPS} consecutive precomputed clips were unusable around sample {index}")
 

@@ -25,8 +25,8 @@ class _ScaledLoss(nn.Cell):
         super().__init__(auto_prefix=False)
         self.loss = loss
 
-    def construct(self, scale, latents, cond_latent, clip_embedding, time_ids, sigma, noise):
-        weighted, plain = self.loss(latents, cond_latent, clip_embedding, time_ids, sigma, noise)
+    def construct(self, scale, *inputs):
+        weighted, plain = self.loss(*inputs)
         return weighted * scale, (weighted, plain)
 
 
@@ -81,11 +81,11 @@ class TrainStep(nn.Cell):
             self.allreduce = ops.AllReduce()  # the logged losses are the mean over ranks
         self.dynamic = bool(scale.enable)
 
-    def construct(self, lr, apply: bool, latents, cond_latent, clip_embedding, time_ids, sigma, noise):
-        """One micro-step; the update (and loss-scale bookkeeping) happens when ``apply`` (a graph constant)."""
+    def construct(self, lr, apply: bool, *inputs):
+        """One micro-step of ``loss(*inputs)`` -> (weighted, plain); the update (and loss-scale bookkeeping)
+        happens when ``apply`` (a graph constant)."""
         scale = self.loss_scale * 1.0
-        (_, (weighted, plain)), grads = self.value_and_grad(scale, latents, cond_latent, clip_embedding, time_ids,
-                                                            sigma, noise)
+        (_, (weighted, plain)), grads = self.value_and_grad(scale, *inputs)
         if self.reducer is not None:
             grads = self.reducer(grads)
             weighted = self.allreduce(weighted) / self.world

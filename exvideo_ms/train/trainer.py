@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Union
 
 import mindspore as ms
 import numpy as np
@@ -46,7 +46,9 @@ class ModelOptions:
     """``--model.*``"""
 
     config: str = "configs/exvideo_svd_128f.yaml"
-    checkpoint: Optional[str] = None  # weights to start from (a converted model); see init_unet
+    # weights to start from: a converted model, or a list whose later files replace earlier ones' tensors
+    # (e.g. a base model and the trainable weights of an earlier run); see init_unet
+    checkpoint: Optional[Union[str, List[str]]] = None
     init_unet: str = "checkpoint"  # checkpoint | scratch (the UNet starts from random init)
 
 
@@ -112,23 +114,29 @@ def frozen_dtype(name: str, device: str):
     return _DTYPES[name]
 
 
-def load_initial_weights(model, cfg: SVDConfig, path: Optional[str], init_unet: str) -> None:
-    """Load ``path`` into ``model``; the only tensors allowed to be absent are ExVideo's additions (which
-    keep their identity / folded-sinusoid initialisation) and, with ``init_unet=scratch``, the UNet."""
+def load_initial_weights(model, cfg: SVDConfig, path, init_unet: str) -> None:
+    """Load ``path`` (one file or a list, later files replacing earlier ones' tensors) into ``model``; the only
+    tensors allowed to be absent are ExVideo's additions (which keep their identity / folded-sinusoid
+    initialisation) and, with ``init_unet=scratch``, the UNet. Tensors of components this run does not
+    build (e.g. the encoders when training on precomputed latents) are skipped."""
     params = dict(model.parameters_and_names())
     if init_unet not in ("checkpoint", "scratch"):
         raise ValueError(f"model.init_unet must be 'checkpoint' or 'scratch', got {init_unet!r}")
-    if path is None:
+    if not path:
         if init_unet != "scratch" or any(not n.startswith("unet.") for n in params):
             raise CheckpointError("model.checkpoint is required (the frozen VAE and image encoder need weights; "
                                   "only the UNet may start from scratch)")
         return
+    paths = path if isinstance(path, (list, tuple)) else [path]
     built = {n.split(".")[0] for n in params}
-    index = {n: shape for n, shape in checkpoint_index(path).items() if n.split(".")[0] in built}
+    skip_unet = init_unet == "scratch"
+    index = {}
+    for p in paths:
+        index.update({n: s for n, s in checkpoint_index(p).items() if n.split(".")[0] in built})
     unexpected = sorted(set(index) - set(params))
     mismatched = sorted(n for n in set(index) & set(params) if tuple(index[n]) != tuple(params[n].shape))
     missing = sorted(set(params) - set(index))
-    allowed = [n for n in missing if (init_unet == "scratch" and n.startswith("unet."))
+    allowed = [n for n in missing if (skip_unet and n.startswith("unet."))
                or ".positional_embedding." in n or ".positional_conv." in n]
     bad = sorted(set(missing) - set(allowed))
     if unexpected or mismatched or bad:
@@ -138,10 +146,11 @@ def load_initial_weights(model, cfg: SVDConfig, path: Optional[str], init_unet: 
             + ", ".join(f"{n} {index[n]} vs {tuple(params[n].shape)}" for n in mismatched[:6]))
     if allowed:
         logger.info("%d tensors not in %s keep their initialisation (%s)", len(allowed), path,
-                    "UNet from scratch" if init_unet == "scratch" else "ExVideo's new table and conv")
-    for name, arr in iter_checkpoint(path):  # components this run does not build (e.g. with precomputed
-        if name in params and not (init_unet == "scratch" and name.startswith("unet.")):  # latents) are skipped
-            params[name].set_data(Tensor(arr).astype(params[name].dtype))
+                    "UNet from scratch" if skip_unet else "ExVideo's new table and conv")
+    for p in paths:  # later files replace earlier ones
+        for name, arr in iter_checkpoint(p):
+            if name in params and not (skip_unet and name.startswith("unet.")):
+                params[name].set_data(Tensor(arr).astype(params[name].dtype))
 
 
 class Conditioner:
@@ -151,20 +160,29 @@ class Conditioner:
     def __init__(self, model, cfg: SVDConfig):
         self.vae, self.image_encoder, self.cfg = model.vae, model.image_encoder, cfg
 
-    def __call__(self, frames: np.ndarray, noise_aug: float, rngs) -> Dict[str, np.ndarray]:
+    def latents(self, frames: np.ndarray) -> np.ndarray:
+        """(B, T, 3, H, W) in [-1, 1] -> (B, T, C, h, w) VAE modes × the encode scale."""
         b, t = frames.shape[:2]
         flat = frames.reshape((b * t,) + frames.shape[2:])
         parts = [self.vae.encode(Tensor(flat[i:i + ENCODE_CHUNK])).asnumpy() for i in range(0, len(flat), ENCODE_CHUNK)]
-        latents = np.concatenate(parts).reshape((b, t) + parts[0].shape[1:]) * np.float32(self.cfg.vae.encode_scale)
+        return (np.concatenate(parts).reshape((b, t) + parts[0].shape[1:]) * np.float32(self.cfg.vae.encode_scale)
+                ).astype(np.float32)
+
+    def clip_embeddings(self, images: np.ndarray) -> np.ndarray:
+        """(N, 3, H, W) in [-1, 1] -> (N, 1, D) CLIP embeddings."""
+        pix = preprocess(images, self.cfg.image_encoder.image_size)
+        return self.image_encoder(Tensor(pix)).asnumpy()[:, None].astype(np.float32)
+
+    def __call__(self, frames: np.ndarray, noise_aug: float, rngs) -> Dict[str, np.ndarray]:
+        latents = self.latents(frames)
         first = frames[:, 0]
         if noise_aug > 0:
             noise = np.stack([r.standard_normal(first.shape[1:]) for r in rngs]).astype(np.float32)
             cond = self.vae.encode(Tensor(first + np.float32(noise_aug) * noise)).asnumpy()
         else:
             cond = latents[:, 0] / np.float32(self.cfg.vae.encode_scale)  # the clean first frame's latent
-        clip = self.image_encoder(Tensor(preprocess(first, self.cfg.image_encoder.image_size))).asnumpy()
-        return {"latents": latents.astype(np.float32), "cond_latent": cond.astype(np.float32),
-                "clip_embedding": clip[:, None].astype(np.float32)}
+        return {"latents": latents, "cond_latent": cond.astype(np.float32),
+                "clip_embedding": self.clip_embeddings(first)}
 
 
 def _sample_rngs(seed: int, indices, stream: int):
