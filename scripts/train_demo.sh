@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Reproduce the bundled demo model from nothing with the project's own tools (at most 90 minutes on 2 CPU
+# cores with the defaults below):
+#   1. synthetic clips (scripts/make_synthetic_dataset.py)
+#   2. the temporal VAE (scripts/train_demo_vae.py); the image encoder stays a fixed random ViT
+#   3. the frozen encoders' outputs, once (svd_tools/precompute.py)
+#   4. the UNet from scratch, 8 frames (train.py, full mode)
+#   5. ExVideo post-tuning to 32 frames (train.py, exvideo mode), then the post-hoc EMA (svd_tools/ema.py)
+#   6. the bundle in assets/demo with its model card (scripts/bundle_demo.py)
+# Variables: OUT (outputs/demo_run), CLIPS (300), VAE_STEPS (1200), BASE_STEPS (2500), EXVIDEO_STEPS (500),
+#            ASSETS (assets/demo)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
+OUT=${OUT:-outputs/demo_run}
+CLIPS=${CLIPS:-300}
+VAE_STEPS=${VAE_STEPS:-1200}
+BASE_STEPS=${BASE_STEPS:-2500}
+EXVIDEO_STEPS=${EXVIDEO_STEPS:-500}
+ASSETS=${ASSETS:-assets/demo}
+mkdir -p "$OUT"
+TIMES="$OUT/stage_seconds.json"
+echo "{}" > "$TIMES"
+stage() {  # stage NAME COMMAND...: run and record the wall-clock seconds
+  local name=$1; shift
+  local t0; t0=$(date +%s)
+  echo "== $name: $*"
+  "$@"
+  "$PY" -c "import json,sys; p=sys.argv[1]; d=json.load(open(p)); d[sys.argv[2]]=int(sys.argv[3]); json.dump(d,open(p,'w'),indent=1)" \
+    "$TIMES" "$name" "$(( $(date +%s) - t0 ))"
+}
+
+stage data "$PY" scripts/make_synthetic_dataset.py --output "$OUT/data" --clips "$CLIPS" --heldout 16 \
+  --frames 32 --size 64 --fps 8 --seed 0
+stage vae "$PY" scripts/train_demo_vae.py --config configs/demo/base.yaml --data "$OUT/data/train" \
+  --output "$OUT/vae" --steps "$VAE_STEPS"
+stage precompute "$PY" svd_tools/precompute.py --model.config "$OUT/vae/demo-base.yaml" \
+  --model.checkpoint "$OUT/vae/encoders.ckpt" --dataset.path "$OUT/data/train" --dataset.num_frames 32 \
+  --dataset.height 64 --dataset.width 64 --dataset.fps 8 --output "$OUT/latents"
+stage base "$PY" train.py --config configs/demo/train_base.yaml --model.config "$OUT/vae/demo-base.yaml" \
+  --model.checkpoint "$OUT/vae/encoders.ckpt" --train.output_dir "$OUT/base" \
+  --train.dataset.path "$OUT/latents" --train.max_steps "$BASE_STEPS" --train.save_every "$BASE_STEPS"
+"$PY" scripts/bundle_demo.py exvideo-config --base-config "$OUT/vae/demo-base.yaml" --output "$OUT/demo-exvideo.yaml"
+BASE_CKPT=$(ls -d "$OUT"/base/checkpoints/step-* | tail -1)/trainable.ckpt
+stage exvideo "$PY" train.py --config configs/demo/train_exvideo.yaml --model.config "$OUT/demo-exvideo.yaml" \
+  --model.checkpoint "[$OUT/vae/encoders.ckpt, $BASE_CKPT]" --train.output_dir "$OUT/exvideo" \
+  --train.dataset.path "$OUT/latents" --train.max_steps "$EXVIDEO_STEPS" \
+  --train.save_every "$(( EXVIDEO_STEPS / 5 ))"
+stage ema "$PY" svd_tools/ema.py --run "$OUT/exvideo" --gamma 0.9 --no-patch
+stage bundle "$PY" scripts/bundle_demo.py bundle --run "$OUT" --assets "$ASSETS"
+echo "done: $ASSETS (stage times in $TIMES)"

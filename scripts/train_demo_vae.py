@@ -1,0 +1,138 @@
+"""Train the demo model's temporal VAE (encoder + quant_conv + VideoDecoder) with a short recipe of ours:
+reconstruction (mean squared error on [-1, 1] pixels) + β·KL of the diagonal Gaussian posterior, on clips of
+the synthetic dataset, in graph mode with the project's AdamW and train step. The image encoder is a small
+ViT of OpenCLIP's class with fixed random weights (seeded); it is saved with the VAE.
+
+    python scripts/train_demo_vae.py --config configs/demo/base.yaml --data data/demo/train --output out/vae \
+        --steps 1500
+
+Writes <output>/encoders.ckpt (vae.* and image_encoder.*), <output>/<config name>.yaml with the latent scale
+factor set to 1/std of the trained latents (as Stable Diffusion's 0.18215 was chosen), loss.png, log.jsonl.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+KL_WEIGHT = 1e-4  # β of our recipe: small, the latents only need to be smooth and bounded
+LOGVAR_RANGE = (-30.0, 20.0)  # clamp of the posterior log-variance, as sgm's DiagonalGaussianDistribution
+
+
+def build_loss(vae):
+    import mindspore as ms
+    from mindspore import nn, ops
+
+    class VAELoss(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.vae = vae
+
+        def construct(self, frames, eps):
+            """frames (B, T, 3, H, W) in [-1, 1]; eps (B·T, z, h, w) unit noise."""
+            b, t = frames.shape[0], frames.shape[1]
+            x = frames.reshape((b * t,) + frames.shape[2:])
+            moments = self.vae.quant_conv(self.vae.encoder(x))
+            z_ch = moments.shape[1] // 2
+            mean, logvar = moments[:, :z_ch], ops.clamp(moments[:, z_ch:], LOGVAR_RANGE[0], LOGVAR_RANGE[1])
+            z = mean + ops.exp(0.5 * logvar) * eps
+            recon = self.vae.decoder(z, t).astype(ms.float32)
+            mse = ((recon - x) ** 2).mean()
+            kl = 0.5 * (mean ** 2 + ops.exp(logvar) - 1.0 - logvar).mean()
+            return mse + KL_WEIGHT * kl, mse
+
+    return VAELoss()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True)
+    p.add_argument("--data", required=True, help="dataset root with metadata.json")
+    p.add_argument("--output", required=True)
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--batch", type=int, default=2, help="clips per step")
+    p.add_argument("--frames", type=int, default=8, help="frames per clip (the decoder's temporal layers see them)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mode", type=int, default=0)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    import mindspore as ms
+    from mindspore import Tensor
+    from tqdm import tqdm
+
+    from exvideo_ms import backend
+    from exvideo_ms.checkpoint import save_network
+    from exvideo_ms.config import load_config, save_config
+    from exvideo_ms.data.dataset import DataOptions, VideoClipSource, batches
+    from exvideo_ms.models.svd import build_model
+    from exvideo_ms.train.log import plot_loss
+    from exvideo_ms.train.optim import AdamW
+    from exvideo_ms.train.step import LossScaleOptions, TrainStep
+
+    backend.setup_device(None, mode=a.mode)
+    cfg = load_config(a.config)
+    ms.set_seed(a.seed)
+    model = build_model(cfg, ["vae", "image_encoder"])
+    for prm in model.image_encoder.get_parameters():
+        prm.requires_grad = False
+    params = list(model.vae.get_parameters())
+    step = TrainStep(build_loss(model.vae), AdamW(params, eps=1e-8, weight_decay=0.0),
+                     LossScaleOptions(enable=False))
+    step.set_train(True)
+    size = cfg.sampling.height or 64
+    data = DataOptions(path=a.data, format="metadata", num_frames=a.frames, start="random", height=size,
+                       width=cfg.sampling.width or size, fps=8.0, motion_bucket_id=0.0, num_workers=1)
+    source = VideoClipSource(data, a.seed)
+    out = Path(a.output)
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "log.jsonl"
+    log.write_text("")
+    latent_shape = None
+    t_start = time.time()
+    loader = batches(source, list(range(a.steps * a.batch)), a.batch, data.num_workers)
+    rng = np.random.default_rng(a.seed)
+    for i, batch in enumerate(tqdm(loader, total=a.steps, desc="training the demo VAE")):
+        frames = batch["frames"]
+        if latent_shape is None:
+            f = 2 ** (len(cfg.vae.ch_mult) - 1)
+            latent_shape = (frames.shape[0] * frames.shape[1], cfg.vae.z_channels, frames.shape[3] // f, frames.shape[4] // f)
+        eps = rng.standard_normal(latent_shape).astype(np.float32)
+        # 50-step warm-up, then cosine decay to a tenth
+        lr_i = Tensor(a.lr * min(1.0, (i + 1) / 50) * (0.1 + 0.45 * (1 + np.cos(np.pi * i / a.steps))), ms.float32)
+        total, mse, finite, _ = step(lr_i, True, Tensor(frames), Tensor(eps))
+        with open(log, "a") as fh:
+            fh.write(json.dumps({"step": i + 1, "loss": float(mse.asnumpy()), "weighted_loss": float(total.asnumpy()),
+                                 "overflow": not bool(finite.asnumpy())}) + "\n")
+    train_seconds = time.time() - t_start
+    plot_loss(log, out / "loss.png", "demo VAE: reconstruction MSE and total loss")
+
+    # latent scale: 1/std of the posterior means over training frames, so scaled latents have unit variance
+    model.vae.set_train(False)
+    probe = next(batches(source, list(range(10_000, 10_016)), 16, 0))["frames"]
+    flat = probe.reshape((-1,) + probe.shape[2:])
+    modes = np.concatenate([model.vae.encode(Tensor(flat[i:i + 8])).asnumpy() for i in range(0, len(flat), 8)])
+    scale = float(1.0 / modes.std())
+    recon = np.concatenate([model.vae.decode(Tensor(modes[i:i + a.frames]), a.frames).asnumpy()
+                            for i in range(0, len(modes), a.frames)])
+    psnr = float(10 * np.log10(4.0 / np.mean((np.clip(recon, -1, 1) - flat) ** 2)))  # peak-to-peak 2 on [-1, 1]
+    new_cfg = dataclasses.replace(cfg, vae=dataclasses.replace(cfg.vae, scale_factor=round(scale, 5)))
+    save_config(new_cfg, out / f"{cfg.name}.yaml",
+                header=f"# {cfg.name} with the VAE scale factor of scripts/train_demo_vae.py (1/std of the latents)")
+    save_network(model, out / "encoders.ckpt")
+    summary = {"steps": a.steps, "batch_clips": a.batch, "frames": a.frames, "seconds": round(train_seconds, 1),
+               "final_mse": float(np.mean([json.loads(x)["loss"] for x in log.read_text().splitlines()[-50:]])),
+               "reconstruction_psnr_db": round(psnr, 2), "scale_factor": round(scale, 5), "kl_weight": KL_WEIGHT}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
