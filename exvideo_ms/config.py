@@ -16,6 +16,8 @@ from typing import Any, Optional, Tuple, Union
 
 import yaml
 
+NORM_GROUPS = 32  # every GroupNorm in SVD: sgm normalization() / Normalize() use 32 groups
+
 
 class ConfigError(ValueError):
     """A configuration file or value that does not describe a valid model."""
@@ -40,6 +42,9 @@ class UNetConfig:
     num_heads: Optional[Tuple[int, ...]] = None
     # initial value of every UNet mix_factor (only matters when training from scratch)
     merge_factor: float = 0.5
+    # GroupNorm groups (SVD: 32). A small model needs fewer: at 32 channels, 32 groups is an instance norm,
+    # which removes every feature map's mean (e.g. a frame's colour) before the output convolution
+    norm_groups: int = NORM_GROUPS
 
     def heads_at(self, level: int) -> int:
         channels = self.model_channels * self.channel_mult[level]
@@ -60,9 +65,9 @@ class UNetConfig:
             if heads < 1 or channels % heads:
                 raise ConfigError(f"{where}: level {level} has {channels} channels, not divisible into "
                                   f"{heads} heads")
-            if channels % 32:
+            if channels % self.norm_groups:
                 raise ConfigError(f"{where}: level {level} has {channels} channels; GroupNorm needs a "
-                                  f"multiple of 32")
+                                  f"multiple of norm_groups ({self.norm_groups})")
         if len(self.video_kernel_size) != 3:
             raise ConfigError(f"{where}.video_kernel_size must have 3 entries (t, h, w), got "
                               f"{self.video_kernel_size}")
@@ -83,6 +88,7 @@ class VAEConfig:
     # multiplies latents of *encoded* frames (video-to-video, keyframes, training targets); None = scale_factor.
     # ExVideo/DiffSynth encode with 0.13025 but decode with 1/0.18215 (reference/exvideo.md §10.1)
     encode_scale_factor: Optional[float] = None
+    norm_groups: int = NORM_GROUPS  # GroupNorm groups (SVD: 32), see UNetConfig.norm_groups
 
     @property
     def encode_scale(self) -> float:
@@ -90,8 +96,9 @@ class VAEConfig:
 
     def validate(self, where: str = "vae") -> None:
         for mult in self.ch_mult:
-            if (self.ch * mult) % 32:
-                raise ConfigError(f"{where}: width {self.ch * mult} is not a multiple of 32 (GroupNorm)")
+            if (self.ch * mult) % self.norm_groups:
+                raise ConfigError(f"{where}: width {self.ch * mult} is not a multiple of norm_groups "
+                                  f"({self.norm_groups}, GroupNorm)")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from exvideo_ms.config import SVDConfig
 from exvideo_ms.models.image_encoder import ImageEncoder
 from exvideo_ms.models.temporal_vae import TemporalVAE
 from exvideo_ms.models.unet import VideoUNet
+from exvideo_ms.nn import norm
 
 COMPONENTS = ("unet", "vae", "image_encoder")
 
@@ -24,9 +25,11 @@ class SVDModel(nn.Cell):
             raise ValueError(f"unknown component(s) {sorted(unknown)}; choose from {COMPONENTS}")
         self.components = components
         if "unet" in components:
-            self.unet = VideoUNet(cfg.unet, cfg.exvideo)
+            with norm.groups(cfg.unet.norm_groups):
+                self.unet = VideoUNet(cfg.unet, cfg.exvideo)
         if "vae" in components:
-            self.vae = TemporalVAE(cfg.vae)
+            with norm.groups(cfg.vae.norm_groups):
+                self.vae = TemporalVAE(cfg.vae)
         if "image_encoder" in components:
             self.image_encoder = ImageEncoder(cfg.image_encoder)
 

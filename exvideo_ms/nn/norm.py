@@ -2,11 +2,28 @@
 
 Both compute in float32 whatever the input dtype, as sgm's ``GroupNorm32`` does, and return the input dtype.
 """
+from contextlib import contextmanager
+from typing import Optional
+
 import mindspore as ms
 from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import initializer
 
-GROUPS = 32  # every GroupNorm in SVD: sgm normalization() / Normalize() use 32 groups
+from exvideo_ms.config import NORM_GROUPS
+
+_groups = NORM_GROUPS  # the group count of GroupNorms built now (see ``groups``)
+
+
+@contextmanager
+def groups(n: int):
+    """Build the GroupNorms of a network with ``n`` groups (a config's ``norm_groups``), as the networks'
+    constructors do not pass it through every block."""
+    global _groups
+    previous, _groups = _groups, int(n)
+    try:
+        yield
+    finally:
+        _groups = previous
 
 # GroupNorm eps, following the original sgm code (reference/svd_architecture.md §3.8).
 # UNet ResBlocks (spatial and temporal) and the UNet head: GroupNorm32 with torch's default 1e-5.
@@ -31,8 +48,9 @@ class GroupNorm(nn.Cell):
     their output as buffers in CPU graph mode (measured: 15x the output for the naive form, 0.4x for this).
     """
 
-    def __init__(self, num_channels: int, eps: float, num_groups: int = GROUPS):
+    def __init__(self, num_channels: int, eps: float, num_groups: Optional[int] = None):
         super().__init__()
+        num_groups = _groups if num_groups is None else num_groups
         if num_channels % num_groups:
             raise ValueError(f"GroupNorm: {num_channels} channels are not divisible into {num_groups} groups")
         self.num_groups = num_groups
