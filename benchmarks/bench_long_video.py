@@ -15,7 +15,8 @@ import math
 
 import numpy as np
 
-from benchmarks.common import DOC, THREADS, Timer, append_section, emit, limit_threads, peak_rss_gib, run_worker
+from benchmarks.common import (DOC, THREADS, Timer, append_section, emit,
+                               limit_threads, peak_rss_gib, record, run_worker)
 
 MID_WIDTH = 160  # half of SVD's model_channels 320
 HEAD_CHANNELS = 32  # keeps SVD's head counts (5, 10, 20, 20) at half width
@@ -125,6 +126,10 @@ def main():
               f"{last['frames'] // first['frames']}× the frames",
               f"ratio ms/torch at {last['frames']} frames: {last['steady'] / rows['torch'][-1]['steady']:.2f}"]
     append_section("Long video: cost per frame", lines)
+    record("long_video", {"per_frame_growth": (last["steady"] / last["frames"]) / (first["steady"] / first["frames"]),
+                          "activation_growth": growth, "frames": [m["frames"] for m in rows["ms"]],
+                          "time_ratio": last["steady"] / rows["torch"][-1]["steady"],
+                          "rss_ratio": last["peak_rss"] / rows["torch"][-1]["peak_rss"]})
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import THREADS, Timer, append_section, emit, limit_threads, peak_rss_gib, run_worker
+from benchmarks.common import (THREADS, Timer, append_section, emit, limit_threads, peak_rss_gib,
+                               record, run_worker)
 
 SIZE, FRAMES, STEPS, CFG = 64, 8, 4, (1.0, 2.5)
 
@@ -86,6 +87,9 @@ def main():
         lines.append(f"| {r['framework']} | {r['first']:.2f} | {r['steady']:.3f} | {r['peak_rss']:.2f} |")
     lines += ["", f"ratio ms/torch: {res[0]['steady'] / res[1]['steady']:.2f}"]
     append_section("Tiny pipeline end to end", lines)
+    ms_r, th_r = res
+    record("pipeline", {"time_ratio": ms_r["steady"] / th_r["steady"], "rss_ratio": ms_r["peak_rss"] / th_r["peak_rss"],
+                        "ms_first_s": ms_r["first"], "ms_steady_s": ms_r["steady"], "torch_steady_s": th_r["steady"]})
 
 
 if __name__ == "__main__":

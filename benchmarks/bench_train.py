@@ -16,7 +16,8 @@ import math
 
 import numpy as np
 
-from benchmarks.common import THREADS, Timer, append_section, emit, limit_threads, peak_rss_gib, run_worker
+from benchmarks.common import (THREADS, Timer, append_section, emit, limit_threads, peak_rss_gib,
+                               record, run_worker)
 
 MID_WIDTH, HEAD_CHANNELS = 160, 32
 
@@ -122,6 +123,9 @@ def main():
     lines += ["", f"RSS ratio ms/torch: {res[0]['peak_rss'] / res[1]['peak_rss']:.2f}",
               f"ratio ms/torch: {res[0]['steady'] / res[1]['steady']:.2f}"]
     append_section("Training step, mid-size, ExVideo mode", lines)
+    ms_r, th_r = res
+    record("train", {"time_ratio": ms_r["steady"] / th_r["steady"], "rss_ratio": ms_r["peak_rss"] / th_r["peak_rss"],
+                     "frames": a.frames, "size": a.size})
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ import math
 
 import numpy as np
 
-from benchmarks.common import THREADS, Timer, append_section, emit, limit_threads, peak_rss_gib, run_worker
+from benchmarks.common import (THREADS, Timer, append_section, emit, limit_threads, peak_rss_gib,
+                               record, run_worker)
 
 C_NOISE = 0.25 * math.log(700.0)  # the first sampling step's timestep
 ADDED_TIME_IDS = (6.0, 127.0, 0.02)  # fps_id, motion bucket, cond_aug (diffusers pipeline defaults)
@@ -100,6 +101,8 @@ def main():
     lines += ["", f"RSS ratio ms/torch: {ms_res['peak_rss'] / th_res['peak_rss']:.2f}",
               f"ratio ms/torch: {ratio:.2f}"]
     append_section("UNet forward, full size", lines)
+    record("unet", {"time_ratio": ratio, "rss_ratio": ms_res["peak_rss"] / th_res["peak_rss"],
+                    "ms_steady_s": ms_res["steady"], "torch_steady_s": th_res["steady"], "mode": mode})
 
 
 if __name__ == "__main__":

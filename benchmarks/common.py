@@ -14,6 +14,7 @@ from typing import Dict, List, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
+RESULTS = REPO / "docs" / "benchmarks.json"  # the newest ratios of each benchmark, read by benchmarks/chart.py
 THREADS = 2  # both frameworks get the same number of threads (our CI machine has 2 cores)
 
 
@@ -72,3 +73,10 @@ def append_section(title: str, lines: List[str]) -> None:
     with open(DOC, "a") as f:
         f.write(text)
     print(text)
+
+
+def record(name: str, metrics: Dict) -> None:
+    """Keep the newest figures of benchmark ``name`` in docs/benchmarks.json (for the chart and the summary)."""
+    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    data[name] = {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "machine": machine(), **metrics}
+    RESULTS.write_text(json.dumps(data, indent=1) + "\n")
