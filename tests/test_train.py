@@ -171,7 +171,8 @@ def write_config(root: Path, name: str, **train) -> Path:
             "train": {"mode": "full", "output_dir": str(root / name), "max_steps": 4, "save_every": 2, "seed": 3,
                       "frozen_dtype": "fp32", "recompute": False, "batch_size": 1,
                       "optimizer": {"lr": 1.0e-3}, "loss": {"recipe": "exvideo"},
-                      "dataset": {"path": str(root / "latents"), "format": "precomputed", "num_workers": 0}},
+                      "dataset": {"path": str(root / "latents"), "format": "precomputed", "num_frames": 4,
+                                  "num_workers": 0}},
             "environment": {"mode": 0}}
     for key, value in train.items():
         opts["train"][key] = value if not isinstance(value, dict) else {**opts["train"].get(key, {}), **value}
@@ -209,8 +210,13 @@ def test_graph_training_halves_the_loss_on_one_clip(micro_run):
     run_train(micro_run, cfg_path, "--model.init_unet", "scratch")
 
     cfg = load_config(MICRO)
-    with np.load(one / meta["files"][0]) as z:
-        clip = {k: z[k] for k in z.files}
+    from exvideo_ms.train.checkpoint import latest
+    data = json.loads((latest(micro_run / "overfit" / "checkpoints") / "state.json").read_text())["options"]["dataset"]
+    assert data["start"] == "fixed" and data["interval"] == 1, data  # the run trained on frames 0..T-1
+    with np.load(one / meta["files"][0]) as z:  # per-frame latents (× encode scale) and CLIP embeddings
+        frames = z["latents"][:data["num_frames"]]
+        clip = {"latents": frames, "cond_latent": frames[0] / meta["encode_scale"],
+                "clip_embedding": z["clip_embeddings"][0], "fps": z["fps"], "motion_bucket_id": z["motion_bucket_id"]}
     sigmas = np.array([0.05, 0.3, 1.0, 3.0, 10.0, 40.0], np.float32)
     g = np.random.default_rng(0)
     noise = g.standard_normal((len(sigmas),) + clip["latents"].shape).astype(np.float32)
