@@ -11,7 +11,7 @@ import logging
 import os
 import struct
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 import mindspore as ms
 import numpy as np
@@ -280,11 +280,14 @@ def network_shapes(net) -> Dict[str, tuple]:
     return {name: tuple(p.shape) for name, p in net.parameters_and_names()}
 
 
-def load_checkpoint(net, path, strict: bool = True) -> Dict[str, str]:
+def load_checkpoint(net, path, strict: bool = True, ignore: Optional[Callable[[str], bool]] = None,
+                    may_miss: Optional[Callable[[str], bool]] = None) -> Dict[str, str]:
     """Load one checkpoint file, or several (a list: later files replace earlier ones' tensors, e.g. a base
-    model and a trainable-weights file), into ``net``. With ``strict`` the union must hold every parameter,
-    nothing else, with the same shapes; names and shapes are checked before anything is copied.
-    Returns {parameter name: file it came from}."""
+    model and a trainable-weights file), into ``net``. Tensors whose name satisfies ``ignore`` are neither
+    checked nor read (e.g. components this network does not build). With ``strict`` the union of the rest
+    must hold every parameter except those satisfying ``may_miss`` (they keep their initialisation), nothing
+    else; without it, absent and extra names are allowed. Shapes of the common names are always checked, and
+    everything is checked before anything is copied. Returns {parameter name: file it came from}."""
     paths = [Path(p) for p in (path if isinstance(path, (list, tuple)) else [path])]
     if not paths:
         raise CheckpointError("no checkpoint file given")
@@ -293,11 +296,18 @@ def load_checkpoint(net, path, strict: bool = True) -> Dict[str, str]:
     replaced = 0
     for p in paths:
         for name, shape in checkpoint_index(p).items():
+            if ignore is not None and ignore(name):
+                continue
             replaced += name in owner
             owner[name], found[name] = p, shape
     what = f"checkpoint {paths[0]}" if len(paths) == 1 else f"checkpoints {', '.join(map(str, paths))}"
+    expected = network_shapes(net)
     if strict:
-        compare_names_and_shapes(network_shapes(net), found, what)
+        absent_ok = {n for n in expected if n not in found and may_miss is not None and may_miss(n)}
+        compare_names_and_shapes({n: s for n, s in expected.items() if n not in absent_ok}, found, what)
+    else:
+        common = set(expected) & set(found)
+        compare_names_and_shapes({n: expected[n] for n in common}, {n: found[n] for n in common}, what)
     params = dict(net.parameters_and_names())
     if replaced:
         logger.info("%d tensors of earlier files replaced by later ones (%s)", replaced, what)

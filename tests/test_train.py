@@ -29,6 +29,43 @@ from tests.helpers import REPO
 MICRO = REPO / "tests" / "configs" / "micro_exvideo.yaml"
 
 
+# ------------------------------------------------------------------------------ initial weights
+def test_initial_weights_may_lack_only_exvideo_additions_or_a_scratch_unet(converted, tiny_cfg, tmp_path):
+    from exvideo_ms.checkpoint import CheckpointError, save_checkpoint
+    from exvideo_ms.config import ExVideoConfig
+    from exvideo_ms.train.trainer import load_initial_weights
+    arrays = dict(iter_checkpoint(converted[0]))
+    ext_cfg = dataclasses.replace(tiny_cfg, exvideo=ExVideoConfig(num_positions=32))
+    # the extended UNet from the base file: encoders in the file are skipped, the new table and conv keep
+    # their initialisation, every base weight is the file's
+    model = build_model(ext_cfg, ["unet"])
+    init = {n: p.asnumpy().copy() for n, p in model.parameters_and_names() if ".positional_" in n}
+    load_initial_weights(model, ext_cfg, str(converted[0]), "checkpoint")
+    for n, prm in model.parameters_and_names():
+        np.testing.assert_array_equal(prm.asnumpy(), init[n] if n in init else arrays[n], err_msg=n)
+    assert init
+    # a UNet from scratch needs only the encoders, and keeps its initialisation even when the file has one
+    vae_only = tmp_path / "encoders.ckpt"
+    save_checkpoint(((n, a) for n, a in arrays.items() if not n.startswith("unet.")), vae_only)
+    model = build_model(tiny_cfg, ["unet", "vae"])
+    unet_init = {n: p.asnumpy().copy() for n, p in model.parameters_and_names() if n.startswith("unet.")}
+    for path in (vae_only, converted[0]):
+        load_initial_weights(model, tiny_cfg, str(path), "scratch")
+        for n, prm in model.parameters_and_names():
+            np.testing.assert_array_equal(prm.asnumpy(), unet_init[n] if n in unet_init else arrays[n], err_msg=n)
+    with pytest.raises(CheckpointError, match=r"missing \(\d+\): unet\."):
+        load_initial_weights(model, tiny_cfg, str(vae_only), "checkpoint")
+    # a wrong shape is named with both shapes, and nothing is copied
+    name = next(n for n, a in arrays.items() if n.startswith("vae.") and a.ndim == 4)
+    bad = tmp_path / "bad.ckpt"
+    save_checkpoint(((n, a[:, :1] if n == name else a) for n, a in arrays.items()), bad)
+    before = {n: p.asnumpy().copy() for n, p in model.parameters_and_names()}
+    with pytest.raises(CheckpointError, match=rf"{name}: file \({arrays[name].shape[0]}, 1,"):
+        load_initial_weights(model, tiny_cfg, str(bad), "checkpoint")
+    for n, prm in model.parameters_and_names():
+        np.testing.assert_array_equal(prm.asnumpy(), before[n], err_msg=n)
+
+
 # ------------------------------------------------------------------------------ loss and gradients vs torch
 def _torch_loss(unet, latents, cond, clip, ids, sigma, noise, recipe, contrast):
     b, t = latents.shape[:2]

@@ -7,7 +7,6 @@ precomputed), draws σ and noise from the samples' own seeds, and calls the comp
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from mindspore import Tensor
 from tqdm.auto import tqdm
 
 from exvideo_ms import backend
-from exvideo_ms.checkpoint import CheckpointError, checkpoint_index, iter_checkpoint
+from exvideo_ms.checkpoint import CheckpointError, load_checkpoint
 from exvideo_ms.config import SVDConfig, load_config, to_dict
 from exvideo_ms.data.dataset import DataOptions, batches, make_source, sample_indices
 from exvideo_ms.diffusion.edm import sample_sigma_grid, sample_sigma_lognormal
@@ -127,30 +126,20 @@ def load_initial_weights(model, cfg: SVDConfig, path, init_unet: str) -> None:
             raise CheckpointError("model.checkpoint is required (the frozen VAE and image encoder need weights; "
                                   "only the UNet may start from scratch)")
         return
-    paths = path if isinstance(path, (list, tuple)) else [path]
     built = {n.split(".")[0] for n in params}
     skip_unet = init_unet == "scratch"
-    index = {}
-    for p in paths:
-        index.update({n: s for n, s in checkpoint_index(p).items() if n.split(".")[0] in built})
-    unexpected = sorted(set(index) - set(params))
-    mismatched = sorted(n for n in set(index) & set(params) if tuple(index[n]) != tuple(params[n].shape))
-    missing = sorted(set(params) - set(index))
-    allowed = [n for n in missing if (skip_unet and n.startswith("unet."))
-               or ".positional_embedding." in n or ".positional_conv." in n]
-    bad = sorted(set(missing) - set(allowed))
-    if unexpected or mismatched or bad:
-        raise CheckpointError(
-            f"{path} does not fit the training model: missing {bad[:6]}{' ...' if len(bad) > 6 else ''}, "
-            f"unexpected {unexpected[:6]}, shape mismatch "
-            + ", ".join(f"{n} {index[n]} vs {tuple(params[n].shape)}" for n in mismatched[:6]))
-    if allowed:
-        logger.info("%d tensors not in %s keep their initialisation (%s)", len(allowed), path,
+
+    def ignore(name):  # components this run does not build, and the UNet when it starts from scratch
+        return name.split(".")[0] not in built or (skip_unet and name.startswith("unet."))
+
+    def may_miss(name):
+        return (skip_unet and name.startswith("unet.")) or ".positional_embedding." in name \
+            or ".positional_conv." in name
+    owner = load_checkpoint(model, path, ignore=ignore, may_miss=may_miss)
+    kept = [n for n in params if n not in owner]
+    if kept:
+        logger.info("%d tensors not in %s keep their initialisation (%s)", len(kept), path,
                     "UNet from scratch" if skip_unet else "ExVideo's new table and conv")
-    for p in paths:  # later files replace earlier ones
-        for name, arr in iter_checkpoint(p):
-            if name in params and not (skip_unet and name.startswith("unet.")):
-                params[name].set_data(Tensor(arr).astype(params[name].dtype))
 
 
 class Conditioner:
