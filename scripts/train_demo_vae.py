@@ -58,20 +58,6 @@ class VAELoss(nn.Cell):
         return mse + KL_WEIGHT * kl, mse
 
 
-class PlainStep(nn.Cell):
-    """value_and_grad + AdamW, no loss scaling and no branches (fp32 throughout)."""
-
-    def __init__(self, loss, optimizer):
-        super().__init__(auto_prefix=False)
-        self.optimizer = optimizer
-        self.grad = ops.value_and_grad(loss, grad_position=None, weights=optimizer.parameters, has_aux=True)
-
-    def construct(self, lr, frames, eps):
-        (total, mse), grads = self.grad(frames, eps)
-        self.optimizer(grads, lr, ops.ones((), ms.float32))
-        return total, mse, ops.isfinite(total), total
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True)
@@ -115,7 +101,7 @@ def main(argv=None) -> int:
     loss_cell, optimizer = VAELoss(model.vae), AdamW(params, eps=1e-8, weight_decay=0.0)
 
     def new_step():
-        s = PlainStep(loss_cell, optimizer)
+        s = TrainStep(loss_cell, optimizer, LossScaleOptions(enable=False))  # fp32 throughout: no loss scale
         s.set_train(True)
         return s
     size = cfg.sampling.height or 64
@@ -143,7 +129,7 @@ def main(argv=None) -> int:
         lr_i = Tensor(a.lr * min(1.0, (i + 1) / 50) * (0.1 + 0.45 * (1 + np.cos(np.pi * i / a.steps))), ms.float32)
         if i % RECOMPILE_EVERY == 0:
             step = new_step()  # same parameters and optimizer state, a freshly compiled graph
-        total, mse, finite, _ = step(lr_i, Tensor(frames), Tensor(eps))
+        total, mse, finite, _ = step(lr_i, True, Tensor(frames), Tensor(eps))
         with open(log, "a") as fh:
             fh.write(json.dumps({"step": i + 1, "loss": float(mse.asnumpy()), "weighted_loss": float(total.asnumpy()),
                                  "overflow": not bool(finite.asnumpy())}) + "\n")
