@@ -149,13 +149,22 @@ def write_card(run: Path, assets: Path, figures: dict) -> None:
     base_state = json.loads((sorted((run / "base" / "checkpoints").glob("step-*"))[-1] / "state.json").read_text())
     ex_state = json.loads((sorted((run / "exvideo" / "checkpoints").glob("step-*"))[-1] / "state.json").read_text())
     data_meta = json.loads((run / "data" / "train" / "metadata.json").read_text())
+    heldout_meta = json.loads((run / "data" / "heldout" / "metadata.json").read_text())
+    from exvideo_ms.media import video_info
+    clip = video_info(run / "data" / "train" / data_meta[0]["path"])
     total_min = sum(times.values()) / 60
     b, e = figures["base"], figures["exvideo"]
     from exvideo_ms.config import load_config
     cfg = load_config(assets / "demo-base.yaml")
     u, v, enc, smp = cfg.unet, cfg.vae, cfg.image_encoder, cfg.sampling
+    esmp = load_config(assets / "demo-exvideo.yaml").sampling
     bo, eo = base_state["options"], ex_state["options"]
     unet_widths = "/".join(str(u.model_channels * m) for m in u.channel_mult)
+
+    psnrs = [v["first_frame_psnr_db"] for f in (b, e) for v in f["videos"]]
+    quality = ("blurry ones: the first-frame PSNR target of issue 6 is not met (see \"Against the targets\" below)"
+               if min(psnrs) < TARGET_PSNR_DB else
+               f"soft-edged ones: its first frames match the input at {min(psnrs)}–{max(psnrs)} dB")
 
     def vids(f):
         return "; ".join(f"{v['image']}: first-frame PSNR {v['first_frame_psnr_db']} dB, motion {v['motion']}, "
@@ -167,18 +176,17 @@ def write_card(run: Path, assets: Path, figures: dict) -> None:
 with spatial and temporal blocks, temporal VAE, OpenCLIP-style ViT), trained from nothing on CPU by
 `scripts/train_demo.sh` on **synthetic clips of coloured shapes** (`scripts/make_synthetic_dataset.py`). It shows
 the project working end to end offline. It is not SVD, knows nothing about real images, and its videos are
-64×64 moving shapes — blurry ones, with washed-out and shifted colours: its VAE was trained for minutes, and the first-frame PSNR target of
-issue 6 is not met (see "Against the targets" below).
+{clip['width']}×{clip['height']} moving shapes, {quality}.
 
 | | |
 |---|---|
-| data | {len(data_meta)} training clips + 16 held-out clips, 32 frames, 64×64, 8 fps, seed 0 (shapes that move, bounce, turn and scale over textured backgrounds, some with a camera pan) |
+| data | {len(data_meta)} training clips + {len(heldout_meta)} held-out clips, {clip['frames']} frames, {clip['width']}×{clip['height']}, {clip['fps']:g} fps, seed 0 (shapes that move, bounce, turn and scale over textured backgrounds, some with a camera pan) |
 | VAE | `ch` {v.ch}, `ch_mult` {list(v.ch_mult)} ({smp.height // 2 ** (len(v.ch_mult) - 1)}² × {v.z_channels} latents), trained by `scripts/train_demo_vae.py`: MSE + {vae['kl_weight']}·KL, {vae['steps']} steps of {vae['batch_clips']} clips × {vae['frames']} frames{(' (random ' + str(vae['crop']) + '² crops)') if vae.get('crop') else ''}; {vae['seconds']:.0f} s; GroupNorm {v.norm_groups} groups; reconstruction PSNR {vae['reconstruction_psnr_db']} dB (training frames); latent scale {vae['scale_factor']} (1/std) |
 | image encoder | ViT of OpenCLIP's class ({enc.image_size} px, patch {enc.patch_size}, width {enc.width}, {enc.layers} layers), **fixed random weights** (seed 0): its embedding is a fixed random feature of the first frame, not trained |
 | UNet (base) | {unet_widths} channels, GroupNorm {u.norm_groups} groups, {len(u.channel_mult)} levels, {u.num_res_blocks} res block(s) per level, {base_state['step']} steps from scratch, `train.py` full mode, EDM recipe (ln σ ~ N({bo['loss']['p_mean']}, {bo['loss']['p_std']}²)), batch {bo['batch_size']} × {bo['dataset']['num_frames']} frames, AdamW {bo['optimizer']['lr']}, final training x0-MSE {_final(run / 'base' / 'train_log.jsonl'):.4f} |
 | ExVideo (extended) | `train.py` exvideo mode: the temporal attention blocks + {e['frames']}-row position table + positional conv, {ex_state['step']} steps at {eo['dataset']['num_frames']} frames, batch {eo['batch_size']}, with ExVideo's recipe (σ uniform on {eo['loss']['num_sigmas']} Karras sigmas, target × {eo['loss']['contrast_enhance_scale']}, weight √(1+σ²)/σ), AdamW {eo['optimizer']['lr']}; post-hoc EMA γ 0.9 over {len(list((run / 'exvideo' / 'checkpoints').glob('step-*')))} checkpoints (`svd_tools/ema.py`); final training x0-MSE {_final(run / 'exvideo' / 'train_log.jsonl'):.4f} |
-| conditioning | fps 8, motion bucket from each clip (ExVideo's thresholds), no noise augmentation (training and the default sampling use 0) |
-| sampling defaults | {smp.num_steps} Euler steps, CFG {smp.min_cfg} → {smp.max_cfg}, decoding in 8-frame windows with stride 4 for {e['frames']} frames |
+| conditioning | fps {smp.fps:g}, motion bucket from each clip (ExVideo's thresholds), no noise augmentation (training and the default sampling use 0) |
+| sampling defaults | {smp.num_steps} Euler steps, CFG {smp.min_cfg} → {smp.max_cfg}, decoding in {esmp.decode_window}-frame windows with stride {esmp.decode_stride} for {e['frames']} frames |
 | weights | `base.ckpt` (VAE + image encoder + base UNet) and `exvideo.ckpt` (the extended model's ExVideo blocks), float16 |
 
 ## Time (2 CPU cores, one run of `scripts/train_demo.sh`)
@@ -196,8 +204,8 @@ issue 6 is not met (see "Against the targets" below).
 | extended (ExVideo) | {e['frames']} | {e['heldout_denoising_loss']} | {e['random_init_denoising_loss']} | {e['ratio']} |
 
 Generated from held-out first frames (seed {DEMO_SEED}, 0..255 scale): base — {vids(b)}. Extended — {vids(e)}.
-Held-out data: motion per clip {b['data']['motion'][0]:.2f}–{b['data']['motion'][1]:.2f} (8 frames),
-{e['data']['motion'][0]:.2f}–{e['data']['motion'][1]:.2f} (32 frames); drift to frame 31 between
+Held-out data: motion per clip {b['data']['motion'][0]:.2f}–{b['data']['motion'][1]:.2f} ({b['frames']} frames),
+{e['data']['motion'][0]:.2f}–{e['data']['motion'][1]:.2f} ({e['frames']} frames); drift to frame {e['frames'] - 1} between
 {e['data']['drift_min'][-1]:.2f} and {e['data']['drift_max'][-1]:.2f}.
 
 ## Against the targets of issue 6
