@@ -43,9 +43,12 @@ class GroupNorm(nn.Cell):
     """torch.nn.GroupNorm over any (N, C, ...) input: statistics per sample and group over all other axes.
 
     A 5-D (B, C, T, H, W) input is normalised over (C/G, T, H, W), as torch does for the temporal blocks.
-    The statistics come from MindSpore's fused LayerNorm kernel on the (N, G, C/G·…) view; the affine uses
-    an explicit ``broadcast_to`` and ``bias_add``, because broadcasting Mul/Add kernels keep several times
-    their output as buffers in CPU graph mode (measured: 15x the output for the naive form, 0.4x for this).
+    Two fused BatchNorm kernels do the work: a training-mode BatchNorm on the (1, N·G, rest, 1) view takes
+    each (sample, group) as a channel and normalises it with its own statistics, then an inference-mode
+    BatchNorm on the (N, C, rest, 1) view with mean 0 and variance 1 − eps applies weight and bias per channel.
+    Both have exact gradients (the second's mean and variance are constants). Measured on CPU for a
+    (28, 320, 32, 32) input: 20 ms, against 106 ms for LayerNorm statistics with a broadcast affine and 125 ms
+    for nn.GroupNorm / mint's group_norm (benchmarks/bench_norm.py).
     """
 
     def __init__(self, num_channels: int, eps: float, num_groups: Optional[int] = None):
@@ -58,17 +61,17 @@ class GroupNorm(nn.Cell):
         self.eps = eps
         self.weight = Parameter(initializer("ones", (num_channels,), ms.float32), name="weight")
         self.bias = Parameter(initializer("zeros", (num_channels,), ms.float32), name="bias")
-        self.norm = ops.LayerNorm(begin_norm_axis=2, begin_params_axis=2, epsilon=eps)
 
     def construct(self, x):
         shape = x.shape
-        n = shape[0]
-        h = x.astype(ms.float32).reshape(n, self.num_groups, -1)
-        size = h.shape[2]
-        h, _, _ = self.norm(h, ops.ones((size,), ms.float32), ops.zeros((size,), ms.float32))
-        h = h.reshape(n, self.num_channels, -1)
-        h = h * ops.broadcast_to(self.weight.astype(ms.float32).reshape(1, -1, 1), h.shape)
-        h = ops.bias_add(h, self.bias.astype(ms.float32))
+        rows = shape[0] * self.num_groups
+        h = x.astype(ms.float32).reshape(1, rows, -1, 1)
+        h = ops.batch_norm(h, ops.zeros((rows,), ms.float32), ops.ones((rows,), ms.float32),
+                           ops.ones((rows,), ms.float32), ops.zeros((rows,), ms.float32), training=True,
+                           momentum=0.0, eps=self.eps)
+        h = ops.batch_norm(h.reshape(shape[0], self.num_channels, -1, 1), ops.zeros((self.num_channels,), ms.float32),
+                           ops.fill(ms.float32, (self.num_channels,), 1.0 - self.eps),
+                           self.weight.astype(ms.float32), self.bias.astype(ms.float32), training=False, eps=self.eps)
         return h.reshape(shape).astype(x.dtype)
 
 
