@@ -225,6 +225,7 @@ def worker_torch(width, frames, size):
         t0 = time.perf_counter()
         unet(x, tsteps, ctx, y)
         total = time.perf_counter() - t0
+        timed = dict(inclusive)  # the hooks also fire during the FLOP count below: keep the timed call's figures
         counter = FlopCounterMode(display=False)
         with counter:
             unet(x, tsteps, ctx, y)
@@ -234,13 +235,13 @@ def worker_torch(width, frames, size):
         for _ in range(3):
             a @ a
         mm_s = (time.perf_counter() - t0) / 3
-    rows = {"spatial res": inclusive["spatial res"],
-            "temporal res + mix": inclusive["res block"] - inclusive["spatial res"],
-            "spatial transformer": inclusive["spatial transformer"],
-            "temporal transformer + mix": inclusive["temporal transformer"],
-            "transformer in/out": inclusive["transformer"] - inclusive["spatial transformer"]
-            - inclusive["temporal transformer"],
-            "down/upsample": inclusive["down/upsample"]}
+    rows = {"spatial res": timed["spatial res"],
+            "temporal res + mix": timed["res block"] - timed["spatial res"],
+            "spatial transformer": timed["spatial transformer"],
+            "temporal transformer + mix": timed["temporal transformer"],
+            "transformer in/out": timed["transformer"] - timed["spatial transformer"]
+            - timed["temporal transformer"],
+            "down/upsample": timed["down/upsample"]}
     rows["other"] = total - sum(rows.values())
     return dict(rows=rows, total=total, flops=int(counter.get_total_flops()),
                 params=int(sum(p.numel() for p in unet.parameters())), matmul_gflops=2 * MATMUL_N ** 3 / mm_s / 1e9,
