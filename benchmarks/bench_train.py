@@ -1,18 +1,18 @@
 """One ExVideo training step of a mid-size model: MindSpore (graph mode, our train step) vs PyTorch.
 
-Model: SVD-XT at half width (160/320/640/640 channels), 16 frames, 256×256 (32×32 latents), batch 1, random
-weights. MindSpore trains ExVideo's set (the temporal attention blocks with the position table and conv) with
-the other weights frozen in fp16 (the CPU default), recompute on, AdamW, dynamic loss scale. PyTorch trains
+Model: SVD-XT at half width (160/320/640/640 channels), 8 frames, 128×128 (16×16 latents), batch 1, random
+weights (at 16 frames, 256×256 MindSpore's worker was OOM-killed above 16.6 GB; at these defaults it peaks
+at 16.8 GiB). MindSpore trains ExVideo's set (the temporal attention blocks with the position table and conv)
+with the other weights frozen in fp32 (train.py's CPU default; ``--frozen fp16`` for the other), recompute on, AdamW, dynamic loss scale. PyTorch trains
 the same blocks of diffusers' UNet (without ExVideo's table and conv, which diffusers does not have) in fp32
 with autograd, gradient checkpointing and torch.optim.AdamW. Each framework runs in its own process; we
 report the first step (MindSpore: graph compilation included), the steady step (mean of the rest), peak RSS.
 
-    python -m benchmarks.bench_train [--steps 3] [--frames 16] [--size 32]
+    python -m benchmarks.bench_train [--steps 3] [--frames 8] [--size 16] [--frozen fp32|fp16]
 """
 import argparse
 import dataclasses
 import gc
-import math
 
 import numpy as np
 
@@ -31,7 +31,7 @@ def batch(frames: int, size: int, seed: int = 0):
                 noise=g.standard_normal((1, frames, 4, size, size)).astype(np.float32))
 
 
-def worker_mindspore(frames, size, steps):
+def worker_mindspore(frames, size, steps, frozen="fp32"):
     import mindspore as ms
     from mindspore import Tensor
 
@@ -47,7 +47,7 @@ def worker_mindspore(frames, size, steps):
     unet = VideoUNet(dataclasses.replace(cfg.unet, model_channels=MID_WIDTH, num_head_channels=HEAD_CHANNELS),
                      cfg.exvideo)
     names = trainable_names(unet, "exvideo", True)
-    trainable = configure(unet, names, low_precision_dtype("CPU"))
+    trainable = configure(unet, names, low_precision_dtype("CPU") if frozen == "fp16" else ms.float32)
     set_recompute(unet)
     step = TrainStep(DenoisingLoss(unet, "exvideo", 1.01, 256), AdamW(trainable), LossScaleOptions())
     step.set_train(True)
@@ -60,7 +60,7 @@ def worker_mindspore(frames, size, steps):
             float(out[0].asnumpy())
         times.append(t.seconds)
         gc.collect()
-    return dict(framework="MindSpore (graph, fp16 frozen, recompute)", first=times[0],
+    return dict(framework=f"MindSpore (graph, {frozen} frozen, recompute)", first=times[0],
                 steady=float(np.mean(times[1:])), peak_rss=peak_rss_gib(),
                 trainable=int(sum(p.size for p in trainable)))
 
@@ -103,16 +103,19 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--worker", choices=["ms", "torch"])
     p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--size", type=int, default=16, help="latent size (pixels / 8)")
+    p.add_argument("--frozen", choices=["fp16", "fp32"], default="fp32",
+                   help="dtype of MindSpore's frozen weights (fp32 is train.py's CPU default)")
     a = p.parse_args()
     if a.worker:
         limit_threads()
-        fn = worker_mindspore if a.worker == "ms" else worker_torch
-        emit(fn(a.frames, a.size, a.steps))
+        emit(worker_mindspore(a.frames, a.size, a.steps, a.frozen) if a.worker == "ms"
+             else worker_torch(a.frames, a.size, a.steps))
         return
     common = ["--steps", str(a.steps), "--frames", str(a.frames), "--size", str(a.size)]
-    res = [run_worker("benchmarks.bench_train", [w, *common], timeout=7200) for w in ("ms", "torch")]
+    res = [run_worker("benchmarks.bench_train", ["ms", *common, "--frozen", a.frozen], timeout=7200),
+           run_worker("benchmarks.bench_train", ["torch", *common], timeout=7200)]
     lines = [f"`python -m benchmarks.bench_train` — one ExVideo-mode training step, mid-size SVD-XT (half width), "
              f"{a.frames} frames, {a.size * 8}×{a.size * 8}, batch 1, random weights; steady = mean of steps 2..{a.steps}. "
              f"Trainable: MindSpore {res[0]['trainable']:,} (with ExVideo's table and conv), PyTorch "

@@ -86,6 +86,14 @@ def low_precision_dtype(device: Optional[str] = None):
     return ms.bfloat16 if (device or device_target()) == "Ascend" else ms.float16
 
 
+def frozen_weight_dtype(device: Optional[str] = None):
+    """dtype of the frozen weights in training: bf16 on Ascend, fp16 on GPU, fp32 on CPU, where fp16 weights
+    are slower and larger at run time (benchmarks/bench_train.py, mid-size ExVideo step at 8 frames, 128²:
+    14.3 s and 21.6 GiB peak with fp16 frozen weights, 10.8 s and 16.8 GiB with fp32)."""
+    device = device or device_target()
+    return ms.float32 if device == "CPU" else low_precision_dtype(device)
+
+
 def attention_impl() -> str:
     """``"flash"`` (Ascend FlashAttentionScore) or ``"plain"`` (batched matmul + softmax)."""
     if _ATTENTION_OVERRIDE is not None:

@@ -90,7 +90,7 @@ class TrainOptions:
     resume: Optional[str] = None  # auto | a step-N directory
     seed: int = 42
     recompute: Optional[bool] = None  # None: on in graph mode
-    frozen_dtype: str = "auto"  # auto (fp16 CPU/GPU, bf16 Ascend) | fp32 | fp16 | bf16
+    frozen_dtype: str = "auto"  # auto (bf16 Ascend, fp16 GPU, fp32 CPU: backend.frozen_weight_dtype) | fp32 | fp16 | bf16
     noise_aug_strength: float = 0.0  # cond_aug of the conditioning frame (ExVideo trained with 0)
     loss: LossOptions = field(default_factory=LossOptions)
     optimizer: OptimizerOptions = field(default_factory=OptimizerOptions)
@@ -105,7 +105,7 @@ _DTYPES = {"fp32": ms.float32, "fp16": ms.float16, "bf16": ms.bfloat16}
 
 def frozen_dtype(name: str, device: str):
     if name == "auto":
-        return backend.low_precision_dtype(device)
+        return backend.frozen_weight_dtype(device)
     if name not in _DTYPES:
         raise ValueError(f"frozen_dtype must be auto, fp32, fp16 or bf16, got {name!r}")
     if name == "bf16" and device == "CPU":
