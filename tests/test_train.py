@@ -431,3 +431,15 @@ def test_in_training_ema_update():
     ema()
     ema()
     np.testing.assert_allclose(ema.shadow[0].asnumpy(), 0.81 * 1 + 0.19 * 3, rtol=1e-6)
+
+
+def test_frozen_dtype_choices_per_backend():
+    from exvideo_ms.train.trainer import frozen_dtype
+    assert frozen_dtype("auto", "CPU") == ms.float32  # fp16 measured slower and larger on CPU (bench_train)
+    assert frozen_dtype("auto", "GPU") == ms.float16
+    assert frozen_dtype("auto", "Ascend") == ms.bfloat16
+    assert frozen_dtype("fp16", "CPU") == ms.float16
+    with pytest.raises(ValueError, match="bf16 needs Ascend or GPU"):
+        frozen_dtype("bf16", "CPU")
+    with pytest.raises(ValueError, match="got 'fp8'"):
+        frozen_dtype("fp8", "CPU")
