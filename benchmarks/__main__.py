@@ -1,9 +1,10 @@
 """Every benchmark in one command, MindSpore and PyTorch side by side, then the chart:
 
-    python -m benchmarks [--only unet pipeline long_video train]
+    python -m benchmarks [--only unet pipeline long_video train norm]
 
 Each bench appends its table to docs/benchmarks.md and its ratios to docs/benchmarks.json; the chart
-(docs/benchmarks.png) is drawn from the latter. The whole run takes about an hour on 2 cores.
+(docs/benchmarks.png) and the summary table are drawn from the latter. The whole run takes about an hour
+on 2 cores. The per-block profile is separate: python -m benchmarks.profile_unet (about 10 minutes).
 """
 import argparse
 import subprocess
@@ -12,7 +13,7 @@ import sys
 from benchmarks import chart
 from benchmarks.common import REPO
 
-BENCHES = ("pipeline", "unet", "long_video", "train")  # benchmarks.bench_<name>, each with its default sizes
+BENCHES = ("pipeline", "unet", "long_video", "train", "norm")  # benchmarks.bench_<name>, each with its default sizes
 
 
 def main():

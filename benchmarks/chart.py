@@ -1,6 +1,7 @@
-"""Draw docs/benchmarks.png from docs/benchmarks.json: every target of the performance issue as a MindSpore ÷
-PyTorch ratio (time and peak RSS; lower is better, 1.0 = parity) plus the long-video cost growth, each with its
-target line.
+"""Draw docs/benchmarks.png and the summary table at the top of docs/benchmarks.md: every target of the
+performance issue as a MindSpore ÷ PyTorch ratio (time and peak RSS; lower is better, 1.0 = parity) plus the
+long-video cost growth, the first measurement (the oldest section of docs/benchmarks.md) beside the newest
+(docs/benchmarks.json, or the newest section), each with its target line.
 
     python -m benchmarks.chart
 """
@@ -16,25 +17,61 @@ BARS = (("unet", "time_ratio", "UNet forward\ntime", 1.0), ("unet", "rss_ratio",
         ("long_video", "per_frame_growth", "s/frame 128 ÷ 16\n(MindSpore)", 1.15))
 
 
-def draw(results: dict, path) -> list:
+def draw(before: dict, after: dict, path) -> list:
+    """Grouped bars: the first measurement of each target (grey) and the newest (green when it meets the
+    target, red otherwise), with the target as a dashed line. Returns the labels not measured yet."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    bars = [(label, results[b][m], target) for b, m, label, target in BARS if b in results and m in results[b]]
-    missing = [label.replace("\n", " ") for b, m, label, _ in BARS if b not in results or m not in results[b]]
+    bars = [(label, before.get(b, {}).get(m), after[b][m], target) for b, m, label, target in BARS
+            if b in after and m in after[b]]
+    missing = [label.replace("\n", " ") for b, m, label, _ in BARS if b not in after or m not in after[b]]
     fig, ax = plt.subplots(figsize=(11, 4.2))
-    for i, (label, value, target) in enumerate(bars):
-        ax.bar(i, value, color="tab:green" if value <= target else "tab:red", width=0.6)
+    for i, (label, old, value, target) in enumerate(bars):
+        if old is not None and old != value:
+            ax.bar(i - 0.18, old, color="0.75", width=0.36)
+            ax.text(i - 0.18, old, f"{old:.2f}", ha="center", va="bottom", fontsize=8, color="0.4")
+            x = i + 0.18
+        else:
+            x = i
+        ax.bar(x, value, color="tab:green" if value <= target else "tab:red", width=0.36)
+        ax.text(x, value, f"{value:.2f}", ha="center", va="bottom", fontsize=9)
         ax.hlines(target, i - 0.4, i + 0.4, colors="black", linestyles="--", linewidth=1)
-        ax.text(i, value, f"{value:.2f}", ha="center", va="bottom", fontsize=9)
     ax.set_xticks(range(len(bars)), [b[0] for b in bars], fontsize=8)
     ax.set_ylabel("MindSpore ÷ PyTorch (lower is better)")
-    ax.set_title("exvideo-ms against PyTorch on the same CPU (dashed: target)"
-                 + (f"; not measured: {', '.join(missing)}" if missing else ""), fontsize=9)
+    ax.set_title("exvideo-ms against PyTorch on the same CPU: first measurement (grey), newest (colour), "
+                 "target (dashed)" + (f"; not measured: {', '.join(missing)}" if missing else ""), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return missing
+
+
+def summary(before: dict, after: dict) -> str:
+    """The before/after table of every target, as written between the SUMMARY markers of docs/benchmarks.md."""
+    rows = ["| target | first measured | newest | target | met |", "|---|---|---|---|---|"]
+    for b, m, label, target in BARS:
+        new = after.get(b, {}).get(m)
+        old = before.get(b, {}).get(m)
+        label = label.replace("\n", " ")
+        if new is None:
+            rows.append(f"| {label} | – | not measured | ≤ {target} | – |")
+            continue
+        rows.append(f"| {label} | {old if old is not None else '–'} | {round(new, 2)} | ≤ {target} | "
+                    f"{'yes' if new <= target else 'no'} |")
+    return "\n".join(rows)
+
+
+SUMMARY_START, SUMMARY_END = "<!-- summary: written by python -m benchmarks.chart -->", "<!-- /summary -->"
+
+
+def write_summary(text: str) -> None:
+    doc = DOC.read_text()
+    if SUMMARY_START not in doc:
+        raise SystemExit(f"{DOC} has no {SUMMARY_START!r} marker to write the summary after")
+    head, rest = doc.split(SUMMARY_START, 1)
+    tail = rest.split(SUMMARY_END, 1)[1] if SUMMARY_END in rest else rest
+    DOC.write_text(f"{head}{SUMMARY_START}\n{text}\n{SUMMARY_END}{tail}")
 
 
 # docs/benchmarks.md section titles of the benchmarks that record into docs/benchmarks.json only since it exists
@@ -42,9 +79,9 @@ SECTIONS = {"unet": "UNet forward, full size", "pipeline": "Tiny pipeline end to
             "long_video": "Long video: cost per frame", "train": "Training step, mid-size, ExVideo mode"}
 
 
-def from_doc() -> dict:
-    """Ratios of the newest section of each benchmark in docs/benchmarks.md (tables the bench scripts wrote
-    before docs/benchmarks.json existed), each with the section it came from."""
+def from_doc(which: int = -1) -> dict:
+    """Ratios of one section of each benchmark in docs/benchmarks.md (``which``: -1 the newest, 0 the first),
+    each with the section it came from."""
     import re
     text = DOC.read_text() if DOC.exists() else ""
     out = {}
@@ -53,7 +90,7 @@ def from_doc() -> dict:
         found = [p for p in parts if p.startswith(title + " (")]
         if not found:
             continue
-        sec = found[-1]
+        sec = found[which]
         r = {"source": "docs/benchmarks.md: " + sec.splitlines()[0]}
         for key, pattern in (("time_ratio", r"^ratio ms/torch(?: at \d+ frames)?: ([\d.]+)"),
                              ("rss_ratio", r"^RSS ratio ms/torch: ([\d.]+)"),
@@ -66,14 +103,16 @@ def from_doc() -> dict:
 
 
 def main():
-    results = from_doc()
+    after = from_doc(-1)
     if RESULTS.exists():
-        results.update(json.loads(RESULTS.read_text()))  # figures recorded by a newer run win
-    if not results:
+        after.update(json.loads(RESULTS.read_text()))  # figures recorded by a newer run win
+    if not after:
         raise SystemExit(f"no figures in {RESULTS} or {DOC}: run python -m benchmarks first")
+    before = from_doc(0)
     path = DOC.parent / "benchmarks.png"
-    missing = draw(results, path)
-    print(f"wrote {path}" + (f" (not measured yet: {missing})" if missing else ""))
+    missing = draw(before, after, path)
+    write_summary(summary(before, after))
+    print(f"wrote {path} and the summary in {DOC}" + (f" (not measured yet: {missing})" if missing else ""))
 
 
 if __name__ == "__main__":
