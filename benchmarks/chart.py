@@ -83,10 +83,9 @@ def from_doc(which: int = -1) -> dict:
     """Ratios of one section of each benchmark in docs/benchmarks.md (``which``: -1 the newest, 0 the first),
     each with the section it came from."""
     import re
-    text = DOC.read_text() if DOC.exists() else ""
+    parts = re.split(r"^## ", DOC.read_text() if DOC.exists() else "", flags=re.M)
     out = {}
     for name, title in SECTIONS.items():
-        parts = re.split(r"^## ", text, flags=re.M)
         found = [p for p in parts if p.startswith(title + " (")]
         if not found:
             continue
