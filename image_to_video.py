@@ -68,6 +68,10 @@ def build_parser():
     parser.add_argument("--seed", type=Optional[int], default=None, help="default: random (recorded in the sidecar)")
     parser.add_argument("--gif", type=bool, default=False, help="also write an animated GIF")
     parser.add_argument("--png_frames", type=bool, default=False, help="also write every frame as PNG")
+    parser.add_argument("--compile_cache", type=Optional[str], default="auto",
+                        help="graph mode: MindSpore's compile cache, one directory per configuration under this "
+                             "root (auto: $XDG_CACHE_HOME/exvideo_ms/compile; null: off). A later run with the "
+                             "same model, sizes and options skips most of the compilation")
     return parser
 
 
@@ -113,6 +117,15 @@ def generate(args) -> dict:
     checkpoint = resolve_checkpoint(opts)
     image = media.load_image(args.image)  # fail before the model is built
     pipe = SVDPipeline.from_config(opts.config, checkpoint, dtype=dtype)
+    cache = None
+    if args.mode == 0 and args.compile_cache is not None:
+        root = backend.default_compile_cache_root() if args.compile_cache == "auto" else args.compile_cache
+        # everything that shapes a compiled graph; the weights do not (the checkpoint is left out)
+        key = {"model": asdict(pipe.cfg), "dtype": dtype, "device": device, "image_hw": image.shape[:2],
+               "height": args.height, "width": args.width,
+               "SVD": {k: v for k, v in asdict(opts).items() if k not in ("config", "checkpoint")}}
+        cache = backend.compile_cache_dir(root, key)
+        cache = {"path": str(cache), "reused": backend.enable_compile_cache(cache)}
     frames = pipe(image, height=args.height, width=args.width, num_frames=opts.num_frames,
                   num_inference_steps=opts.sampling_steps, min_guidance_scale=opts.min_cfg,
                   max_guidance_scale=opts.max_cfg, fps=opts.fps, motion_bucket_id=opts.motion_bucket_id,
@@ -141,7 +154,8 @@ def generate(args) -> dict:
         raise
     sidecar = {
         "outputs": written, "image": str(args.image), "config": str(opts.config), "checkpoint": [str(c) for c in checkpoint] if isinstance(checkpoint, list) else str(checkpoint),
-        "model": pipe.cfg.name, "device_target": device, "mode": args.mode, "settings": settings,
+        "model": pipe.cfg.name, "device_target": device, "mode": args.mode, "compile_cache": cache,
+        "settings": settings,
         "options": {**{k: v for k, v in vars(args).items() if k not in ("SVD", "config", "__path__")},
                     "SVD": asdict(opts)},
         "command": " ".join(sys.argv),

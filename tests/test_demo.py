@@ -1,6 +1,7 @@
 """The bundled demo model (assets/demo, trained by scripts/train_demo.sh): it learned (held-out denoising loss
 against the same networks at random init), README's first command works, and its videos start from the input
 image, move like the data, and the 32-frame ExVideo model does not drift out of the data's range."""
+import os
 import subprocess
 import sys
 
@@ -60,7 +61,8 @@ def readme_run(tmp_path_factory):
     assert "image_to_video.py --config configs/demo/i2v.yaml" in readme.split("\n## ")[0]
     out = tmp_path_factory.mktemp("readme_run")
     proc = subprocess.run([sys.executable, "image_to_video.py", "--config", str(I2V_CONFIG), "--output_dir",
-                           str(out), "--png_frames", "true"], cwd=REPO, capture_output=True, text=True)
+                           str(out), "--png_frames", "true"], cwd=REPO, capture_output=True, text=True,
+                          env=dict(os.environ, XDG_CACHE_HOME=str(out / "cache")))  # the default cache, not in ~
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
