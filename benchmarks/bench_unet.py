@@ -28,7 +28,6 @@ def inputs(frames: int, size: int, batch: int = 2, seed: int = 0):
 
 
 def worker_mindspore(frames: int, size: int, mode: int) -> dict:
-    import mindspore as ms
     from mindspore import Tensor
 
     from exvideo_ms.backend import setup_device

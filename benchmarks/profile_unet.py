@@ -41,7 +41,6 @@ def inputs(frames, size, context_dim=1024, adm=768, seed=0):
 
 
 def worker_mindspore(width, frames, size):
-    import mindspore as ms
     from mindspore import Tensor, mint, nn, ops
 
     from exvideo_ms.backend import setup_device

@@ -5,6 +5,7 @@
 | fused attention               | ``ops.flash_attention_score``  | plain            | plain                    |
 | low-precision dtype           | bfloat16                       | float16          | float16 (no bf16 kernels)|
 | optimizer-parallel sharding   | yes                            | no (data par.)   | no (data par.)           |
+| GEGLU (exact GELU)            | MindSpore ops                  | MindSpore ops    | fused kernel (geglu.cc)  |
 | graph jit level               | O1                             | O0               | O0                       |
 | compile cache (image_to_video)| MindSpore's, keyed per shape   | same             | same (verified)          |
 
@@ -28,6 +29,7 @@ DEVICES = ("Ascend", "GPU", "CPU")
 
 # Set by tests to run the same network through each attention implementation the backend allows.
 _ATTENTION_OVERRIDE: Optional[str] = None
+_GEGLU_OVERRIDE: Optional[str] = None
 # Largest temporary (attention scores, feed-forward hidden layer) computed in one piece; larger ones are
 # computed in exact slices along their batch axis (frames for spatial layers, positions for temporal ones).
 DEFAULT_CHUNK_BYTES = 512 * 2 ** 20
@@ -113,6 +115,23 @@ def set_attention_impl(impl: Optional[str]) -> None:
     if impl == "flash" and device_target() != "Ascend":
         raise ValueError(f"flash attention needs Ascend; this process runs on {device_target()}")
     _ATTENTION_OVERRIDE = impl
+
+
+def geglu_impl() -> str:
+    """``"fused"`` (our CPU kernel, exvideo_ms/nn/geglu.cc, float32) or ``"ops"`` (MindSpore's split and erf)."""
+    if _GEGLU_OVERRIDE is not None:
+        return _GEGLU_OVERRIDE
+    return "fused" if device_target() == "CPU" else "ops"
+
+
+def set_geglu_impl(impl: Optional[str]) -> None:
+    """Force a GEGLU implementation for networks built afterwards (None = backend default)."""
+    global _GEGLU_OVERRIDE
+    if impl not in (None, "fused", "ops"):
+        raise ValueError(f"GEGLU implementation must be 'fused', 'ops' or None, got {impl!r}")
+    if impl == "fused" and device_target() != "CPU":
+        raise ValueError(f"the fused GEGLU kernel is a CPU kernel; this process runs on {device_target()}")
+    _GEGLU_OVERRIDE = impl
 
 
 def chunk_bytes() -> int:

@@ -64,6 +64,27 @@ def test_unet_attention_implementations(tiny_cfg, converted, aligned_unet, impl)
     assert rel_err(ms_unet(model.unet, x, t, ctx, ids), torch_unet(aligned_unet, x, t, ctx, ids)) <= TOL
 
 
+@pytest.mark.parametrize("impl", ["fused", "ops"])
+def test_unet_geglu_implementations(tiny_cfg, converted, aligned_unet, impl):
+    """The same network with the fused CPU GEGLU kernel and with MindSpore's ops (its fallback)."""
+    from exvideo_ms.checkpoint import load_checkpoint
+    from exvideo_ms.models.svd import build_model
+    from exvideo_ms.nn import geglu
+    from exvideo_ms.nn.transformer import GEGLU
+    if impl == "fused" and geglu.fused_ops() is None:
+        pytest.skip(f"fused GEGLU kernel not built on this machine: {geglu.failure()}")
+    backend.set_geglu_impl(impl)
+    try:
+        model = build_model(tiny_cfg, components=["unet"])
+    finally:
+        backend.set_geglu_impl(None)
+    load_checkpoint(model, converted[0], strict=False)
+    cells = [c for _, c in model.cells_and_names() if isinstance(c, GEGLU)]  # 16 transformers x 3 feed-forwards
+    assert len(cells) == 48 and all((c.fused is not None) == (impl == "fused") for c in cells)
+    x, t, ctx, ids = unet_inputs(5, seed=1)
+    assert rel_err(ms_unet(model.unet, x, t, ctx, ids), torch_unet(aligned_unet, x, t, ctx, ids)) <= TOL
+
+
 def test_mix_factors_are_randomised_and_matter(ms_model, aligned_unet):
     """A swapped blend direction must fail: flip every UNet mix factor's sign and the output moves."""
     mix = [p for n, p in ms_model.unet.parameters_and_names() if n.endswith("mix_factor")]

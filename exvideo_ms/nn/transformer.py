@@ -8,6 +8,7 @@ import mindspore as ms
 from mindspore import mint, nn, ops
 
 from exvideo_ms import backend
+from exvideo_ms.nn import geglu
 from exvideo_ms.nn.attention import CrossAttention
 from exvideo_ms.nn.blend import AlphaBlender
 from exvideo_ms.nn.embeddings import mlp, timestep_embedding
@@ -19,15 +20,21 @@ POS_MLP_MULT = 4  # sgm SpatialVideoTransformer: time_pos_embed hidden width = 4
 
 
 class GEGLU(nn.Cell):
-    """Linear(C, 2·inner) split into [value, gate]; value · GELU(gate) (exact GELU)."""
+    """Linear(C, 2·inner) split into [value, gate]; value · GELU(gate) (exact GELU). On CPU in float32 the
+    product is one fused kernel (exvideo_ms/nn/geglu.py); otherwise MindSpore's ops compute the same."""
 
     def __init__(self, dim: int, inner: int):
         super().__init__()
         self.inner = inner
         self.proj = Linear(dim, 2 * inner)
+        fused = geglu.fused_ops() if backend.geglu_impl() == "fused" else None
+        self.fused = fused[0] if fused is not None else None
 
     def construct(self, x):
-        value, gate = ops.split(self.proj(x), self.inner, -1)
+        h = self.proj(x)
+        if self.fused is not None and h.dtype == ms.float32:
+            return self.fused(h)
+        value, gate = ops.split(h, self.inner, -1)
         return value * gelu(gate)
 
 
