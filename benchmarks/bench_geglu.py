@@ -6,11 +6,10 @@ each framework in its own process with 2 threads.
     python -m benchmarks.bench_geglu
 """
 import argparse
-import time
 
 import numpy as np
 
-from benchmarks.common import append_section, emit, limit_threads, record, run_worker
+from benchmarks.common import append_section, best_of, emit, limit_threads, record, run_worker
 
 # (rows, 2·inner): 14 frames × batch 2 of 32×32, 16×16 and 8×8 tokens at 320, 640, 1280 channels (inner = 4·C)
 SHAPES = ((28672, 2560), (7168, 5120), (1792, 10240))
@@ -23,13 +22,7 @@ def _data(shape):
 
 
 def _best(fn):
-    fn()
-    times = []
-    for _ in range(REPEATS):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return best_of(fn, REPEATS)
 
 
 def worker_mindspore():

@@ -5,11 +5,10 @@ Forward only, graph mode, best of 5 after one warm-up call, each framework in it
     python -m benchmarks.bench_norm
 """
 import argparse
-import time
 
 import numpy as np
 
-from benchmarks.common import append_section, emit, limit_threads, record, run_worker
+from benchmarks.common import append_section, best_of, emit, limit_threads, record, run_worker
 
 GROUPS, EPS = 32, 1e-5
 SHAPES = ((28, 320, 32, 32), (28, 640, 16, 16), (2, 320, 14, 32, 32))  # spatial levels 1-2 and a temporal block
@@ -23,13 +22,7 @@ def _data(shape):
 
 
 def _best(fn):
-    fn()
-    times = []
-    for _ in range(REPEATS):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return best_of(fn, REPEATS)
 
 
 def worker_mindspore():

@@ -42,6 +42,17 @@ def emit(result: Dict) -> None:
     print(json.dumps(result), flush=True)
 
 
+def best_of(fn, repeats: int) -> float:
+    """Seconds of the fastest of ``repeats`` calls of ``fn``, after one warm-up call (compilation)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
 class Timer:
     def __enter__(self):
         self.t0 = time.perf_counter()
