@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import logging
 import sys
@@ -128,6 +129,10 @@ def main(argv=None) -> int:
         # 50-step warm-up, then cosine decay to a tenth
         lr_i = Tensor(a.lr * min(1.0, (i + 1) / 50) * (0.1 + 0.45 * (1 + np.cos(np.pi * i / a.steps))), ms.float32)
         if i % RECOMPILE_EVERY == 0:
+            if i:  # each discarded graph kept ~0.15 GB of runtime memory (measured), 0.68 GB/min at 1000 steps
+                del step
+                gc.collect()
+                ms.ms_memory_recycle()
             step = new_step()  # same parameters and optimizer state, a freshly compiled graph
         total, mse, finite, _ = step(lr_i, True, Tensor(frames), Tensor(eps))
         with open(log, "a") as fh:
