@@ -1,8 +1,8 @@
 """One ExVideo training step of a mid-size model: MindSpore (graph mode, our train step) vs PyTorch.
 
 Model: SVD-XT at half width (160/320/640/640 channels), 8 frames, 128×128 (16×16 latents), batch 1, random
-weights (at 16 frames, 256×256 MindSpore's worker was OOM-killed above 16.6 GB; at these defaults it peaks
-at 16.8 GiB). MindSpore trains ExVideo's set (the temporal attention blocks with the position table and conv)
+weights (at 16 frames, 256×256 MindSpore's worker was OOM-killed above 16.6 GB with the element-wise AdamW of
+that time; at these defaults it peaks at 8.6 GiB, 16.8 GiB before the fused AdamW). MindSpore trains ExVideo's set (the temporal attention blocks with the position table and conv)
 with the other weights frozen in fp32 (train.py's CPU default; ``--frozen fp16`` for the other), recompute on, AdamW, dynamic loss scale. PyTorch trains
 the same blocks of diffusers' UNet (without ExVideo's table and conv, which diffusers does not have) in fp32
 with autograd, gradient checkpointing and torch.optim.AdamW. Each framework runs in its own process; we
