@@ -119,7 +119,7 @@ def generate(args) -> dict:
     pipe = SVDPipeline.from_config(opts.config, checkpoint, dtype=dtype)
     cache = None
     if args.mode == 0 and args.compile_cache is not None:
-        root = backend.default_compile_cache_root() if args.compile_cache == "auto" else args.compile_cache
+        root = backend.user_cache_dir("compile") if args.compile_cache == "auto" else args.compile_cache
         # everything that shapes a compiled graph; the weights do not (the checkpoint is left out)
         key = {"model": asdict(pipe.cfg), "dtype": dtype, "device": device, "image_hw": image.shape[:2],
                "height": args.height, "width": args.width,

@@ -153,9 +153,9 @@ def supports_parallel_optimizer(device: Optional[str] = None) -> bool:
     return (device or device_target()) == "Ascend"
 
 
-def default_compile_cache_root() -> Path:
-    """``$XDG_CACHE_HOME/exvideo_ms/compile`` (``~/.cache/...`` when unset)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "exvideo_ms" / "compile"
+def user_cache_dir(kind: str) -> Path:
+    """``$XDG_CACHE_HOME/exvideo_ms/<kind>`` (``~/.cache/...`` when unset): compiled graphs and kernels."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "exvideo_ms" / kind
 
 
 def _package_sources_digest() -> str:

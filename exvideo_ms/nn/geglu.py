@@ -21,19 +21,16 @@ from typing import Optional
 
 from mindspore import ops
 
+from exvideo_ms import backend
+
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("geglu.cc")
 # -fno-trapping-math lets GCC vectorise the float->int conversion of the exp; it changes no result
 CXX_FLAGS = ["-O3", "-fno-trapping-math", "-fPIC", "-shared", "-std=c++17", "-pthread"]
 
-_LIBRARY: Optional[Path] = None
 _FAILURE: Optional[str] = None
 _OPS = None
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "exvideo_ms" / "kernels"
 
 
 def build(cache: Optional[Path] = None) -> Path:
@@ -44,7 +41,7 @@ def build(cache: Optional[Path] = None) -> Path:
     if exe is None:
         raise RuntimeError(f"no C++ compiler {cxx!r} on PATH (set CXX)")
     digest = hashlib.sha256(SOURCE.read_bytes() + " ".join([exe] + CXX_FLAGS).encode()).hexdigest()[:16]
-    cache = Path(cache) if cache is not None else _cache_dir()
+    cache = Path(cache) if cache is not None else backend.user_cache_dir("kernels")
     lib = cache / f"geglu-{digest}.so"
     if lib.is_file():
         return lib
@@ -61,26 +58,26 @@ def build(cache: Optional[Path] = None) -> Path:
 
 def fused_ops():
     """(forward, backward) ``ops.Custom`` primitives, or None when the kernel cannot be built (logged once)."""
-    global _LIBRARY, _FAILURE, _OPS
+    global _FAILURE, _OPS
     if _OPS is not None or _FAILURE is not None:
         return _OPS
     try:
-        _LIBRARY = build()
+        library = build()
         # when set, MindSpore loads custom-op libraries only from below this one directory (measured)
         allowed = os.environ.get("MS_CUSTOM_AOT_WHITE_LIST")
-        if allowed and not _LIBRARY.resolve().is_relative_to(Path(allowed).resolve()):
-            raise RuntimeError(f"{_LIBRARY} is outside MS_CUSTOM_AOT_WHITE_LIST={allowed}")
+        if allowed and not library.resolve().is_relative_to(Path(allowed).resolve()):
+            raise RuntimeError(f"{library} is outside MS_CUSTOM_AOT_WHITE_LIST={allowed}")
     except (RuntimeError, OSError) as e:
         _FAILURE = str(e)
         logger.warning("fused GEGLU kernel unavailable, using MindSpore's erf (about 8x slower on CPU): %s", e)
         return None
-    backward = ops.Custom(f"{_LIBRARY}:GegluBackward", out_shape=lambda h, dout: h, out_dtype=lambda h, dout: h,
+    backward = ops.Custom(f"{library}:GegluBackward", out_shape=lambda h, dout: h, out_dtype=lambda h, dout: h,
                           func_type="aot")
 
     def bprop(h, out, dout):
         return (backward(h, dout),)
 
-    forward = ops.Custom(f"{_LIBRARY}:GegluForward", out_shape=lambda h: h[:-1] + [h[-1] // 2],
+    forward = ops.Custom(f"{library}:GegluForward", out_shape=lambda h: h[:-1] + [h[-1] // 2],
                          out_dtype=lambda h: h, func_type="aot", bprop=bprop)
     _OPS = (forward, backward)
     return _OPS
