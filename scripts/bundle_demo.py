@@ -45,6 +45,17 @@ def _load_model(cfg, paths):
     return model
 
 
+def vae_reconstruction(vae, image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 -> the same image through the VAE alone (posterior mode, decoded as a 1-frame video):
+    what a generated first frame can at best be, since it is decoded by the same decoder."""
+    from mindspore import Tensor
+
+    from exvideo_ms.media import to_uint8
+    x = (image.astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)[None]
+    recon = vae.decode(vae.encode(Tensor(x)), 1).asnumpy()[0].transpose(1, 2, 0)
+    return to_uint8((recon + 1.0) / 2.0)
+
+
 def measure(run: Path, assets: Path) -> dict:
     import mindspore as ms
 
@@ -74,6 +85,7 @@ def measure(run: Path, assets: Path) -> dict:
             from exvideo_ms.media import load_image
             first = load_image(img)
             videos.append({"image": img.name, "first_frame_psnr_db": round(evaluation.psnr(video[0], first), 2),
+                           "vae_only_psnr_db": round(evaluation.psnr(vae_reconstruction(model.vae, first), first), 2),
                            "motion": round(evaluation.motion(video), 2),
                            "drift": evaluation.drift(video).round(2).tolist()})
         out[kind] = {"frames": frames, "heldout_denoising_loss": round(trained, 5),
@@ -139,7 +151,9 @@ def _targets(b: dict, e: dict, vae: dict) -> str:
                         f"{mark(v['first_frame_psnr_db'] >= TARGET_PSNR_DB)}; motion {v['motion']} in the held-out range "
                         f"{lo:.2f}–{hi:.2f}: {mark(lo <= v['motion'] <= hi)}; drift within the held-out maximum at every "
                         f"frame: {mark(drift_ok)}")
-    rows.append(f"- the VAE alone reconstructs at {vae['reconstruction_psnr_db']} dB on training frames; the first frame of a video passes through it, so its PSNR roughly bounds the first-frame PSNR")
+    rows.append(f"- the VAE alone reconstructs held-out frames at {vae['heldout_reconstruction_psnr_db']} dB (training frames: "
+                f"{vae['reconstruction_psnr_db']} dB); each first frame goes through its decoder, and the VAE alone gives "
+                + ", ".join(f"{v['vae_only_psnr_db']} dB on {v['image']}" for v in b["videos"]))
     return "\n".join(rows)
 
 
@@ -167,7 +181,7 @@ def write_card(run: Path, assets: Path, figures: dict) -> None:
                f"soft-edged ones: its first frames match the input at {min(psnrs)}–{max(psnrs)} dB")
 
     def vids(f):
-        return "; ".join(f"{v['image']}: first-frame PSNR {v['first_frame_psnr_db']} dB, motion {v['motion']}, "
+        return "; ".join(f"{v['image']}: first-frame PSNR {v['first_frame_psnr_db']} dB (VAE alone: {v['vae_only_psnr_db']}), motion {v['motion']}, "
                          f"drift to frame {len(v['drift']) - 1}: {v['drift'][-1]}" for v in f["videos"])
 
     text = f"""# Demo model card
@@ -181,7 +195,7 @@ the project working end to end offline. It is not SVD, knows nothing about real 
 | | |
 |---|---|
 | data | {len(data_meta)} training clips + {len(heldout_meta)} held-out clips, {clip['frames']} frames, {clip['width']}×{clip['height']}, {clip['fps']:g} fps, seed 0 (shapes that move, bounce, turn and scale over textured backgrounds, some with a camera pan) |
-| VAE | `ch` {v.ch}, `ch_mult` {list(v.ch_mult)} ({smp.height // 2 ** (len(v.ch_mult) - 1)}² × {v.z_channels} latents), trained by `scripts/train_demo_vae.py`: MSE + {vae['kl_weight']}·KL, {vae['steps']} steps of {vae['batch_clips']} clips × {vae['frames']} frames{(' (random ' + str(vae['crop']) + '² crops)') if vae.get('crop') else ''}; {vae['seconds']:.0f} s; GroupNorm {v.norm_groups} groups; reconstruction PSNR {vae['reconstruction_psnr_db']} dB (training frames); latent scale {vae['scale_factor']} (1/std) |
+| VAE | `ch` {v.ch}, `ch_mult` {list(v.ch_mult)} ({smp.height // 2 ** (len(v.ch_mult) - 1)}² × {v.z_channels} latents), trained by `scripts/train_demo_vae.py`: MSE + {vae['kl_weight']}·KL, {vae['steps']} steps of {vae['batch_clips']} clips × {vae['frames']} frames{(' (random ' + str(vae['crop']) + '² crops)') if vae.get('crop') else ''}; {vae['seconds']:.0f} s; GroupNorm {v.norm_groups} groups; reconstruction PSNR {vae['heldout_reconstruction_psnr_db']} dB on held-out frames ({vae['reconstruction_psnr_db']} dB on training frames); latent scale {vae['scale_factor']} (1/std) |
 | image encoder | ViT of OpenCLIP's class ({enc.image_size} px, patch {enc.patch_size}, width {enc.width}, {enc.layers} layers), **fixed random weights** (seed 0): its embedding is a fixed random feature of the first frame, not trained |
 | UNet (base) | {unet_widths} channels, GroupNorm {u.norm_groups} groups, {len(u.channel_mult)} levels, {u.num_res_blocks} res block(s) per level, {base_state['step']} steps from scratch, `train.py` full mode, EDM recipe (ln σ ~ N({bo['loss']['p_mean']}, {bo['loss']['p_std']}²)), batch {bo['batch_size']} × {bo['dataset']['num_frames']} frames, AdamW {bo['optimizer']['lr']}, final training x0-MSE {_final(run / 'base' / 'train_log.jsonl'):.4f} |
 | ExVideo (extended) | `train.py` exvideo mode: the temporal attention blocks + {e['frames']}-row position table + positional conv, {ex_state['step']} steps at {eo['dataset']['num_frames']} frames, batch {eo['batch_size']}, with ExVideo's recipe (σ uniform on {eo['loss']['num_sigmas']} Karras sigmas, target × {eo['loss']['contrast_enhance_scale']}, weight √(1+σ²)/σ), AdamW {eo['optimizer']['lr']}; post-hoc EMA γ 0.9 over {len(list((run / 'exvideo' / 'checkpoints').glob('step-*')))} checkpoints (`svd_tools/ema.py`); final training x0-MSE {_final(run / 'exvideo' / 'train_log.jsonl'):.4f} |
