@@ -7,14 +7,14 @@
 #   4. the UNet from scratch, 8 frames (train.py, full mode)
 #   5. ExVideo post-tuning to 32 frames (train.py, exvideo mode), then the post-hoc EMA (svd_tools/ema.py)
 #   6. the bundle in assets/demo with its model card (scripts/bundle_demo.py)
-# Variables: OUT (outputs/demo_run), CLIPS (300), VAE_STEPS (330), BASE_STEPS (500), EXVIDEO_STEPS (150),
+# Variables: OUT (outputs/demo_run), CLIPS (300), VAE_STEPS (1300), BASE_STEPS (500), EXVIDEO_STEPS (150),
 #            ASSETS (assets/demo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
 OUT=${OUT:-outputs/demo_run}
 CLIPS=${CLIPS:-300}
-VAE_STEPS=${VAE_STEPS:-330}
+VAE_STEPS=${VAE_STEPS:-1300}
 BASE_STEPS=${BASE_STEPS:-500}
 EXVIDEO_STEPS=${EXVIDEO_STEPS:-150}
 ASSETS=${ASSETS:-assets/demo}
@@ -33,7 +33,7 @@ stage() {  # stage NAME COMMAND...: run and record the wall-clock seconds
 stage data "$PY" scripts/make_synthetic_dataset.py --output "$OUT/data" --clips "$CLIPS" --heldout 16 \
   --frames 32 --size 64 --fps 8 --seed 0
 stage vae "$PY" scripts/train_demo_vae.py --config configs/demo/base.yaml --data "$OUT/data/train" \
-  --output "$OUT/vae" --steps "$VAE_STEPS" --batch 8 --frames 2 --crop 32 --lr 1e-3
+  --output "$OUT/vae" --steps "$VAE_STEPS" --batch 4 --frames 2 --lr 3e-4 --heldout "$OUT/data/heldout"
 stage precompute "$PY" svd_tools/precompute.py --model.config "$OUT/vae/demo-base.yaml" \
   --model.checkpoint "$OUT/vae/encoders.ckpt" --dataset.path "$OUT/data/train" --dataset.num_frames 32 \
   --dataset.height 64 --dataset.width 64 --dataset.fps 8 --output "$OUT/latents"

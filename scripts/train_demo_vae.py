@@ -29,7 +29,7 @@ KL_WEIGHT = 1e-4  # β of our recipe: small, the latents only need to be smooth 
 # the 34th for 2 clips x 4 frames at 64 px, the 18th for 8 clips x 2 frames at 32 px, whatever the learning rate,
 # loader workers, MS_ENABLE_TRACE_MEMORY=off, memory_optimize_level O0/O1, loss scaling branches or the KL term.
 # A fresh graph over the same state continues, and the UNet's train graph runs hundreds of steps. So a new graph
-# is compiled every RECOMPILE_EVERY steps (8 ran 200 steps of 8 single 64-px frames without a stall).
+# is compiled every RECOMPILE_EVERY steps (8 ran the 1300 steps of 4 clips x 2 frames at 64 px without a stall).
 RECOMPILE_EVERY = 8
 # Start from a nearly deterministic posterior (std e^-4 ≈ 0.02): at log-variance 0 the sampling noise (std 1)
 # drowns the latents and the small KL weight lets Adam move the log-variance only ~lr per step (measured: the
