@@ -19,6 +19,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import mindspore as ms
 import numpy as np
@@ -41,15 +42,23 @@ LOGVAR_RANGE = (-30.0, 20.0)  # clamp of the posterior log-variance, as sgm's Di
 HELDOUT_CLIPS = 16  # clips of the held-out split whose reconstruction PSNR is logged
 
 
-def reconstruction_psnr(vae, clips: np.ndarray, frames: int) -> float:
-    """PSNR (dB, peak-to-peak 2 on [-1, 1]) of ``clips`` (B, T, 3, H, W) through the posterior mode and the decoder,
-    ``frames`` frames per decoded video."""
+def posterior_modes(vae, clips: np.ndarray) -> np.ndarray:
+    """``clips`` (B, T, 3, H, W) in [-1, 1] -> the encoder's posterior modes (B·T, z, h, w), 8 frames at a time."""
     from mindspore import Tensor
     flat = clips.reshape((-1,) + clips.shape[2:])
-    modes = np.concatenate([vae.encode(Tensor(flat[i:i + 8])).asnumpy() for i in range(0, len(flat), 8)])
+    return np.concatenate([vae.encode(Tensor(flat[i:i + 8])).asnumpy() for i in range(0, len(flat), 8)])
+
+
+def reconstruction_psnr(vae, clips: np.ndarray, frames: int, modes: Optional[np.ndarray] = None) -> float:
+    """PSNR (dB, peak-to-peak 2 on [-1, 1]) of ``clips`` (B, T, 3, H, W) through the posterior mode (``modes`` if
+    already encoded) and the decoder, ``frames`` frames per decoded video."""
+    from mindspore import Tensor
+
+    from exvideo_ms import evaluation
+    modes = posterior_modes(vae, clips) if modes is None else modes
     recon = np.concatenate([vae.decode(Tensor(modes[i:i + frames]), frames).asnumpy()
                             for i in range(0, len(modes), frames)])
-    return float(10 * np.log10(4.0 / np.mean((np.clip(recon, -1, 1) - flat) ** 2)))
+    return evaluation.psnr(np.clip(recon, -1, 1), clips.reshape(recon.shape), peak=2.0)
 
 
 class VAELoss(nn.Cell):
@@ -174,10 +183,9 @@ def main(argv=None) -> int:
     # latent scale: 1/std of the posterior means over training frames, so scaled latents have unit variance
     model.vae.set_train(False)
     probe = next(batches(source, list(range(10_000, 10_016)), 16, 0))["frames"]
-    flat = probe.reshape((-1,) + probe.shape[2:])
-    modes = np.concatenate([model.vae.encode(Tensor(flat[i:i + 8])).asnumpy() for i in range(0, len(flat), 8)])
+    modes = posterior_modes(model.vae, probe)
     scale = float(1.0 / modes.std())
-    psnr = reconstruction_psnr(model.vae, probe, a.frames)
+    psnr = reconstruction_psnr(model.vae, probe, a.frames, modes)
     new_cfg = dataclasses.replace(cfg, vae=dataclasses.replace(cfg.vae, scale_factor=round(scale, 5)))
     save_config(new_cfg, out / f"{cfg.name}.yaml",
                 header=f"# {cfg.name} with the VAE scale factor of scripts/train_demo_vae.py (1/std of the latents)")
@@ -185,7 +193,7 @@ def main(argv=None) -> int:
     summary = {"steps": a.steps, "batch_clips": a.batch, "frames": a.frames, "crop": a.crop, "seconds": round(train_seconds, 1),
                "final_mse": float(np.mean([json.loads(x)["loss"] for x in log.read_text().splitlines()[-50:]])),
                "reconstruction_psnr_db": round(psnr, 2),
-               "heldout_reconstruction_psnr_db": None if heldout is None else round(heldout_psnr(), 2),
+               "heldout_reconstruction_psnr_db": record.get("heldout_psnr_db"),  # evaluated at the last step
                "scale_factor": round(scale, 5), "kl_weight": KL_WEIGHT}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary))
