@@ -22,7 +22,7 @@ from typing import List, Optional, Union
 
 logger = logging.getLogger("image_to_video")
 
-AMP_LEVELS = {"O0": "fp32", "O2": None}  # O2: the backend's low-precision dtype (fp16 on CPU/GPU, bf16 on Ascend)
+AMP_LEVELS = {"O0": "fp32", "O2": None}  # O2: the chip's low-precision dtype (bf16 on Atlas A2, fp16 elsewhere)
 
 
 @dataclass
@@ -75,18 +75,18 @@ def build_parser():
     return parser
 
 
-def resolve_dtype(opts: SVDOptions, device: str) -> str:
-    from exvideo_ms import backend
+def resolve_dtype(opts: SVDOptions, choices) -> str:
+    """--SVD.dtype, else --SVD.amp_level, else the backend's inference dtype (bf16 on Atlas A2, fp16 on 910A,
+    fp32 on GPU and CPU; exvideo_ms/backend.py)."""
     from exvideo_ms.pipeline import PipelineError
     if opts.amp_level is not None and opts.amp_level not in AMP_LEVELS:
         raise PipelineError(f"--SVD.amp_level must be O0 or O2, got {opts.amp_level!r}")
     amp = None
     if opts.amp_level is not None:
-        amp = AMP_LEVELS[opts.amp_level] or ("bf16" if backend.low_precision_dtype(device) is backend.ms.bfloat16
-                                             else "fp16")
+        amp = AMP_LEVELS[opts.amp_level] or choices.low_precision
     if opts.dtype is not None and amp is not None and opts.dtype != amp:
         raise PipelineError(f"--SVD.dtype {opts.dtype} contradicts --SVD.amp_level {opts.amp_level} ({amp})")
-    return opts.dtype or amp or "fp32"
+    return opts.dtype or amp or choices.inference_dtype
 
 
 def resolve_checkpoint(opts: SVDOptions):
@@ -113,7 +113,7 @@ def generate(args) -> dict:
     logger.info("device_target %s%s, %s mode", device, " (best available)" if args.device_target is None else "",
                 "graph" if args.mode == 0 else "PyNative")
     opts: SVDOptions = args.SVD
-    dtype = resolve_dtype(opts, device)
+    dtype = resolve_dtype(opts, backend.choices())
     checkpoint = resolve_checkpoint(opts)
     image = media.load_image(args.image)  # fail before the model is built
     pipe = SVDPipeline.from_config(opts.config, checkpoint, dtype=dtype)

@@ -32,14 +32,14 @@ def inputs(frames: int, size: int, seed: int = 0):
 def worker_mindspore(frames: int, size: int) -> dict:
     from mindspore import Tensor
 
-    from exvideo_ms.backend import setup_device
+    from exvideo_ms.backend import choices, setup_device
     from exvideo_ms.config import load_config
     from exvideo_ms.models.conditioner import added_time_vector, repeat_frames
     from exvideo_ms.models.unet import VideoUNet
     setup_device("CPU", mode=0)
     cfg = load_config("configs/exvideo_svd_128f.yaml")
     unet_cfg = dataclasses.replace(cfg.unet, model_channels=MID_WIDTH, num_head_channels=HEAD_CHANNELS)
-    net = VideoUNet(unet_cfg, cfg.exvideo)
+    net = VideoUNet(unet_cfg, cfg.exvideo, choices=choices())
     net.set_train(False)
     x, ctx, ids = inputs(frames, size)
     args = (Tensor(x[0]), Tensor(np.full((frames,), C_NOISE, np.float32)), repeat_frames(Tensor(ctx), frames),

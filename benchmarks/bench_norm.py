@@ -53,7 +53,7 @@ def worker_mindspore():
     out = {}
     for shape in SHAPES:
         x, w, b = _data(shape)
-        ours = GroupNorm(shape[1], EPS, GROUPS)
+        ours = GroupNorm(shape[1], EPS, GROUPS, "batch_norm")
         ours.weight.set_data(Tensor(w))
         ours.bias.set_data(Tensor(b))
         builtin = nn.GroupNorm(GROUPS, shape[1], EPS)

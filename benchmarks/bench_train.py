@@ -35,7 +35,7 @@ def worker_mindspore(frames, size, steps, frozen="fp32"):
     import mindspore as ms
     from mindspore import Tensor
 
-    from exvideo_ms.backend import low_precision_dtype, setup_device
+    from exvideo_ms.backend import choices, setup_device
     from exvideo_ms.config import load_config
     from exvideo_ms.models.unet import VideoUNet
     from exvideo_ms.train.loss import DenoisingLoss
@@ -45,9 +45,9 @@ def worker_mindspore(frames, size, steps, frozen="fp32"):
     setup_device("CPU", mode=0)
     cfg = load_config("configs/exvideo_svd_128f.yaml")
     unet = VideoUNet(dataclasses.replace(cfg.unet, model_channels=MID_WIDTH, num_head_channels=HEAD_CHANNELS),
-                     cfg.exvideo)
+                     cfg.exvideo, choices=choices())
     names = trainable_names(unet, "exvideo", True)
-    trainable = configure(unet, names, low_precision_dtype("CPU") if frozen == "fp16" else ms.float32)
+    trainable = configure(unet, names, ms.float16 if frozen == "fp16" else ms.float32)
     set_recompute(unet)
     step = TrainStep(DenoisingLoss(unet, "exvideo", 1.01, 256), AdamW(trainable), LossScaleOptions())
     step.set_train(True)

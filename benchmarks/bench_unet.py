@@ -30,14 +30,14 @@ def inputs(frames: int, size: int, batch: int = 2, seed: int = 0):
 def worker_mindspore(frames: int, size: int, mode: int) -> dict:
     from mindspore import Tensor
 
-    from exvideo_ms.backend import setup_device
+    from exvideo_ms.backend import choices, setup_device
     from exvideo_ms.config import load_config
     from exvideo_ms.models.conditioner import added_time_vector, repeat_frames
     from exvideo_ms.models.unet import VideoUNet
     setup_device("CPU", mode=mode)
     cfg = load_config("configs/svd_xt.yaml")
     with Timer() as build:
-        net = VideoUNet(cfg.unet)
+        net = VideoUNet(cfg.unet, choices=choices())
         net.set_train(False)
     x, ctx, ids = inputs(frames, size)
     b = x.shape[0]

@@ -43,7 +43,7 @@ def inputs(frames, size, context_dim=1024, adm=768, seed=0):
 def worker_mindspore(width, frames, size):
     from mindspore import Tensor, mint, nn, ops
 
-    from exvideo_ms.backend import setup_device
+    from exvideo_ms.backend import choices, setup_device
     from exvideo_ms.config import load_config
     from exvideo_ms.models.unet import VideoUNet
     from exvideo_ms.nn.embeddings import timestep_embedding
@@ -51,7 +51,7 @@ def worker_mindspore(width, frames, size):
     setup_device("CPU", mode=0)
     cfg = load_config("configs/svd_xt.yaml").unet
     cfg = dataclasses.replace(cfg, model_channels=width)
-    unet = VideoUNet(cfg)
+    unet = VideoUNet(cfg, choices=choices())
     unet.set_train(False)
 
     class SpatialRes(nn.Cell):

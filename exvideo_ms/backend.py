@@ -1,39 +1,149 @@
-"""Every backend-specific choice in one place: device, execution mode, dtypes, attention kernel, parallelism.
+"""Every backend-specific choice in one place, each with its reason: the ``Choices`` of a device and chip.
 
-| capability                    | Ascend                         | GPU              | CPU                      |
-|-------------------------------|--------------------------------|------------------|--------------------------|
-| fused attention               | ``ops.flash_attention_score``  | plain            | plain                    |
-| low-precision dtype           | bfloat16                       | float16          | float16 (no bf16 kernels)|
-| optimizer-parallel sharding   | yes                            | no (data par.)   | no (data par.)           |
-| GEGLU (exact GELU)            | MindSpore ops                  | MindSpore ops    | fused kernel (geglu.cc)  |
-| graph jit level               | O1                             | O0               | O0                       |
-| compile cache (image_to_video)| MindSpore's, keyed per shape   | same             | same (verified)          |
+| choice                         | Atlas A2 (910B)   | Atlas (910A)      | GPU              | CPU                   |
+|--------------------------------|-------------------|-------------------|------------------|-----------------------|
+| attention kernel               | flash_attention_score, batch ≤ 2048 per call | plain | plain | plain          |
+| low-precision dtype            | bfloat16          | float16           | float16          | float16               |
+| inference dtype (default)      | bfloat16          | float16           | float32          | float32               |
+| frozen weights in training     | bfloat16          | float16           | float16          | float32               |
+| Conv3d compute dtype           | float16           | float16           | as the weights   | as the weights        |
+| GroupNorm kernel               | ops.group_norm    | ops.group_norm    | ops.group_norm   | two BatchNorm kernels |
+| GEGLU                          | MindSpore ops     | MindSpore ops     | MindSpore ops    | fused kernel (geglu.cc)|
+| graph jit level                | O0                | O0                | O0               | O0                    |
+| optimizer-parallel sharding    | yes               | yes               | no               | no                    |
 
-Cells read these functions when they are *built* (not in ``construct``), so a network built after
-``setup_device`` carries its backend's choices as graph constants.
+A network is built for one ``Choices`` value, passed to its constructor (``build_model(cfg, choices=...)``);
+``choices()`` is the process's own: that of the device ``setup_device`` selected, or the one ``use`` forces.
+
+**The switch for tests.** ``with backend.use(backend.choices_for("Ascend", "ascend910b")):`` builds networks
+with a 910B's choices on this CPU; the NPU-only kernels they select are then the contract doubles of
+``exvideo_ms/contracts.py`` (they record each call, assert its documented preconditions and compute the same
+math in float32). ``use`` also takes any ``dataclasses.replace`` of a ``Choices`` (one attention kind plain,
+a smaller memory budget, GEGLU through ops).
+
+Documentation relied on (MindSpore 2.8.0 wheel unless stated):
+- ``ops.flash_attention_score`` (ops/operations/manually_defined/ops_def.py l.1762-1789): "B: Batch size. Value
+  range 1 to 2k", "N1 ... Value range 1 to 256", "D: Head size ... a multiple of 16, with the max value of 512",
+  "The supported dtype is float16 and bfloat16", "Only support on Atlas A2 training series".
+- ``nn.Conv3d`` (nn/layer/conv.py l.717): "input data type support float16 and float32 in CPU and GPU, and only
+  float16 in Ascend"; mindone docs/diffusers/limitations.md: "Conv3d FP32 is unsupported on Ascend".
+- ``ops.batch_norm`` (ops/function/nn_func.py l.6917): "If `training` is `True`, `weight`, `bias`, `running_mean`
+  and `running_var` are Parameters" — our CPU GroupNorm passes plain tensors, measured correct on CPU only;
+  ``ops.group_norm`` (l.6772) lists Ascend, GPU and CPU.
+- bfloat16 on 910A: none (the flash docstring's "Atlas A2 only"; CANN's bf16 support starts with Atlas A2).
+  MindSpore tells the chips apart by ``MSContext.get_ascend_soc_version()`` ("ascend910" = 910A,
+  "ascend910b"/"ascend910_93" = A2/A3), as its own ``mindspore/amp.py`` l.48-55 does.
+- ``set_context(jit_config=...)`` is deprecated (context.py l.1401: "Please use the related parameter of
+  mindspore.jit"); ``mindspore.jit`` builds a ``JitConfig`` (common/api.py l.226), which we set per cell.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import FrozenSet, Optional
 
 import mindspore as ms
 
 logger = logging.getLogger(__name__)
 
 DEVICES = ("Ascend", "GPU", "CPU")
+DTYPES = {"fp32": ms.float32, "fp16": ms.float16, "bf16": ms.bfloat16}
+ATTENTION_KINDS = ("spatial", "temporal", "vae", "image")  # where an attention call sits (see nn/attention.py)
 
-# Set by tests to run the same network through each attention implementation the backend allows.
-_ATTENTION_OVERRIDE: Optional[str] = None
-_GEGLU_OVERRIDE: Optional[str] = None
+# Chips by MindSpore's SoC name (mindspore/amp.py l.48-55: _ascend_910a_target / _ascend_910b_target)
+ATLAS_A2_SOCS = ("ascend910b", "ascend910_93")  # flash attention and bfloat16
+ATLAS_910A_SOCS = ("ascend910",)  # neither
+
 # Largest temporary (attention scores, feed-forward hidden layer) computed in one piece; larger ones are
 # computed in exact slices along their batch axis (frames for spatial layers, positions for temporal ones).
 DEFAULT_CHUNK_BYTES = 512 * 2 ** 20
-_CHUNK_BYTES = DEFAULT_CHUNK_BYTES
+
+# MindSpore versions whose APIs this package uses (pyproject's range; CI runs 2.8.0, the suite also passed on
+# 2.7.0). 2.9.0 and 2.10.0 run CPU Conv2D/Conv3d ~100-150x slower (measured on our CI machine).
+SLOW_CPU_CONV_VERSIONS = ("2.9.", "2.10.")
+
+
+@dataclass(frozen=True)
+class Choices:
+    """Every backend-specific decision, fixed when a network is built (see the module docstring)."""
+
+    device: str  # Ascend | GPU | CPU
+    chip: str  # the SoC name on Ascend, else "gpu" / "cpu"
+    flash_attention: FrozenSet[str]  # attention kinds computed by the NPU flash kernel (rest: plain)
+    low_precision: str  # the chip's fast float dtype (fp16 / bf16)
+    inference_dtype: str  # image_to_video's default UNet / image-encoder dtype
+    frozen_dtype: str  # frozen weights in training
+    conv3d_dtype: Optional[str]  # dtype every 3-D convolution computes in (None: the weights')
+    group_norm: str  # "batch_norm" (two fused BatchNorm kernels) | "group_norm" (ops.group_norm)
+    geglu: str  # "fused" (CPU kernel, geglu.cc) | "ops"
+    jit_level: str
+    parallel_optimizer: bool
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    emulated: bool = False  # another chip's choices on this device: NPU-only kernels are contract doubles
+
+    def __post_init__(self):
+        unknown = set(self.flash_attention) - set(ATTENTION_KINDS)
+        if unknown:
+            raise ValueError(f"unknown attention kind(s) {sorted(unknown)}; known: {ATTENTION_KINDS}")
+        if self.group_norm not in ("batch_norm", "group_norm"):
+            raise ValueError(f"group_norm must be 'batch_norm' or 'group_norm', got {self.group_norm!r}")
+        if self.geglu not in ("fused", "ops"):
+            raise ValueError(f"geglu must be 'fused' or 'ops', got {self.geglu!r}")
+        if self.chunk_bytes < 1:
+            raise ValueError(f"chunk_bytes must be positive, got {self.chunk_bytes}")
+        for name in ("low_precision", "inference_dtype", "frozen_dtype", "conv3d_dtype"):
+            value = getattr(self, name)
+            if value is not None and value not in DTYPES:
+                raise ValueError(f"{name} must be one of {sorted(DTYPES)}, got {value!r}")
+
+    @property
+    def bf16(self) -> bool:
+        """Whether the chip has bfloat16 kernels (Atlas A2 and GPUs; not 910A, not MindSpore's CPU kernels)."""
+        return self.chip in ATLAS_A2_SOCS or self.device == "GPU"
+
+    def attention_impl(self, kind: str) -> str:
+        """``"flash"`` or ``"plain"`` for an attention call of ``kind`` (head sizes are checked per call)."""
+        if kind not in ATTENTION_KINDS:
+            raise ValueError(f"unknown attention kind {kind!r}; known: {ATTENTION_KINDS}")
+        return "flash" if kind in self.flash_attention else "plain"
+
+    def dtype(self, name: str):
+        """The MindSpore dtype of one of the dtype fields (``choices.dtype("frozen_dtype")``), or None."""
+        value = getattr(self, name)
+        return None if value is None else DTYPES[value]
+
+
+def choices_for(device: str, chip: Optional[str] = None) -> Choices:
+    """The choices for ``device`` (and, on Ascend, the SoC name MindSpore reports). Pure: no device needed."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    if device == "Ascend":
+        chip = chip or ""
+        a2 = chip in ATLAS_A2_SOCS
+        if not a2 and chip not in ATLAS_910A_SOCS:
+            logger.warning("unknown Ascend SoC %r: using the 910A choices (no flash attention, float16)", chip)
+        low = "bf16" if a2 else "fp16"
+        # flash everywhere its documented limits allow (A2 only); every call is split to batch <= 2048
+        flash = frozenset(ATTENTION_KINDS) if a2 else frozenset()
+        # Conv3d: "only float16 in Ascend" (nn.Conv3d docstring); GroupNorm: batch_norm(training=True) wants
+        # Parameters there, so ops.group_norm; O0 as mindone's published SVD training on 910B
+        return Choices("Ascend", chip, flash, low, low, low, "fp16", "group_norm", "ops", "O0", True)
+    if device == "GPU":
+        # float32 inference by default: no GPU run of this code has been verified yet
+        return Choices("GPU", "gpu", frozenset(), "fp16", "fp32", "fp16", None, "group_norm", "ops", "O0", False)
+    # CPU: MindSpore 2.8 has no CPU bf16 conv/matmul kernels; fp16 frozen weights measured slower and larger
+    # than fp32 (benchmarks/bench_train.py); the two-BatchNorm GroupNorm and the fused GEGLU measured fastest
+    # (benchmarks/bench_norm.py, bench_geglu.py); enable_parallel_optimizer raises "only supports Ascend"
+    return Choices("CPU", "cpu", frozenset(), "fp16", "fp32", "fp32", None, "batch_norm", "fused", "O0", False)
+
+
+_FORCED: Optional[Choices] = None
 
 
 def _available(device: str) -> bool:
@@ -46,6 +156,15 @@ def _available(device: str) -> bool:
         return device == "CPU"
 
 
+def ascend_soc() -> str:
+    """MindSpore's SoC name ("ascend910b", "ascend910", ...; "" off Ascend)."""
+    from mindspore._c_expression import MSContext
+    try:
+        return str(MSContext.get_instance().get_ascend_soc_version())
+    except Exception:
+        return ""
+
+
 def best_device() -> str:
     """The first available of Ascend, GPU, CPU."""
     for device in DEVICES:
@@ -54,8 +173,46 @@ def best_device() -> str:
     return "CPU"
 
 
-def setup_device(device_target: Optional[str] = None, mode: int = 1, device_id: Optional[int] = None,
-                 jit_level: Optional[str] = None) -> str:
+def device_target() -> str:
+    return ms.get_context("device_target")
+
+
+def choices() -> Choices:
+    """The choices networks are built with now: forced by ``use``, else those of the selected device."""
+    if _FORCED is not None:
+        return _FORCED
+    device = device_target()
+    return choices_for(device, ascend_soc() if device == "Ascend" else None)
+
+
+def resolve(c: Choices) -> Choices:
+    """``c`` as this process can run it: another device's choices are emulated (their NPU-only kernels are
+    contract doubles, contracts.py)."""
+    if not isinstance(c, Choices):
+        raise TypeError(f"expected a backend.Choices value, got {type(c).__name__}")
+    emulated = c.device != device_target()
+    return c if c.emulated == emulated else dataclasses.replace(c, emulated=emulated)
+
+
+@contextlib.contextmanager
+def use(forced: Choices):
+    """Build networks with ``forced`` choices while the block runs (tests: another chip's choices on this
+    device; NPU-only kernels then run as contract doubles)."""
+    global _FORCED
+    forced = resolve(forced)
+    previous, _FORCED = _FORCED, forced
+    try:
+        yield forced
+    finally:
+        _FORCED = previous
+
+
+def emulate(device: str, chip: Optional[str] = None):
+    """``use(choices_for(device, chip))``: e.g. ``with backend.emulate("Ascend", "ascend910b"):``."""
+    return use(choices_for(device, chip))
+
+
+def setup_device(device_target: Optional[str] = None, mode: int = 1, device_id: Optional[int] = None) -> str:
     """Select device and execution mode (0 = graph, 1 = PyNative, as mindone's ``--mode``)."""
     if device_target is None:
         device_target = best_device()
@@ -63,94 +220,37 @@ def setup_device(device_target: Optional[str] = None, mode: int = 1, device_id: 
     if device_target not in DEVICES:
         raise ValueError(f"device_target must be one of {DEVICES}, got {device_target!r}")
     if device_target != "CPU" and not _available(device_target):
-        raise RuntimeError(f"device_target {device_target} is not available in this MindSpore installation")
+        raise RuntimeError(f"device_target {device_target} is not available in this MindSpore installation "
+                           f"(mindspore {ms.__version__}); available here: "
+                           f"{', '.join(d for d in DEVICES if d == 'CPU' or _available(d))}")
     if mode not in (0, 1):
         raise ValueError(f"mode must be 0 (graph) or 1 (PyNative), got {mode!r}")
     if device_id is None:
         device_id = int(os.environ.get("DEVICE_ID", "0"))
     if device_target == "CPU":
         ms.set_device("CPU")
+        if ms.__version__.startswith(SLOW_CPU_CONV_VERSIONS):
+            logger.warning("mindspore %s runs CPU Conv2D/Conv3d about 100-150x slower than 2.8.0 (measured); "
+                           "install mindspore==2.8.0 for CPU work", ms.__version__)
     else:
         ms.set_device(device_target, device_id)
     ms.set_context(mode=ms.GRAPH_MODE if mode == 0 else ms.PYNATIVE_MODE)
-    if mode == 0:
-        ms.set_context(jit_config={"jit_level": jit_level or default_jit_level(device_target)})
+    c = choices()
+    logger.info("backend: %s (%s): attention %s, low precision %s, Conv3d %s, GroupNorm %s", c.device, c.chip,
+                "flash" if c.flash_attention else "plain", c.low_precision, c.conv3d_dtype or "as weights",
+                c.group_norm)
     return device_target
 
 
-def device_target() -> str:
-    return ms.get_context("device_target")
-
-
-def default_jit_level(device: Optional[str] = None) -> str:
-    # O1 enables Ascend's graph-kernel fusion; O0 (kernel by kernel) is the tested level elsewhere.
-    return "O1" if (device or device_target()) == "Ascend" else "O0"
-
-
-def low_precision_dtype(device: Optional[str] = None):
-    """bf16 on Ascend; fp16 elsewhere (MindSpore 2.8 has no CPU bf16 conv/matmul kernels)."""
-    return ms.bfloat16 if (device or device_target()) == "Ascend" else ms.float16
-
-
-def frozen_weight_dtype(device: Optional[str] = None):
-    """dtype of the frozen weights in training: bf16 on Ascend, fp16 on GPU, fp32 on CPU, where fp16 weights
-    are slower and larger at run time (benchmarks/bench_train.py, mid-size ExVideo step at 8 frames, 128²:
-    14.3 s and 21.6 GiB peak with fp16 frozen weights, 10.8 s and 16.8 GiB with fp32, both measured with the
-    element-wise AdamW that the fused kernel replaced)."""
-    device = device or device_target()
-    return ms.float32 if device == "CPU" else low_precision_dtype(device)
-
-
-def attention_impl() -> str:
-    """``"flash"`` (Ascend FlashAttentionScore) or ``"plain"`` (batched matmul + softmax)."""
-    if _ATTENTION_OVERRIDE is not None:
-        return _ATTENTION_OVERRIDE
-    return "flash" if device_target() == "Ascend" else "plain"
-
-
-def set_attention_impl(impl: Optional[str]) -> None:
-    """Force an attention implementation for networks built afterwards (None = backend default)."""
-    global _ATTENTION_OVERRIDE
-    if impl not in (None, "flash", "plain"):
-        raise ValueError(f"attention implementation must be 'flash', 'plain' or None, got {impl!r}")
-    if impl == "flash" and device_target() != "Ascend":
-        raise ValueError(f"flash attention needs Ascend; this process runs on {device_target()}")
-    _ATTENTION_OVERRIDE = impl
-
-
-def geglu_impl() -> str:
-    """``"fused"`` (our CPU kernel, exvideo_ms/nn/geglu.cc, float32) or ``"ops"`` (MindSpore's split and erf)."""
-    if _GEGLU_OVERRIDE is not None:
-        return _GEGLU_OVERRIDE
-    return "fused" if device_target() == "CPU" else "ops"
-
-
-def set_geglu_impl(impl: Optional[str]) -> None:
-    """Force a GEGLU implementation for networks built afterwards (None = backend default)."""
-    global _GEGLU_OVERRIDE
-    if impl not in (None, "fused", "ops"):
-        raise ValueError(f"GEGLU implementation must be 'fused', 'ops' or None, got {impl!r}")
-    if impl == "fused" and device_target() != "CPU":
-        raise ValueError(f"the fused GEGLU kernel is a CPU kernel; this process runs on {device_target()}")
-    _GEGLU_OVERRIDE = impl
-
-
-def chunk_bytes() -> int:
-    return _CHUNK_BYTES
-
-
-def set_chunk_bytes(nbytes: Optional[int]) -> None:
-    """Memory budget for one attention-score or feed-forward temporary, for networks built afterwards
-    (None = default, 512 MiB). Slicing is exact: it only changes peak memory and speed."""
-    global _CHUNK_BYTES
-    if nbytes is not None and nbytes < 1:
-        raise ValueError(f"chunk budget must be positive bytes, got {nbytes}")
-    _CHUNK_BYTES = DEFAULT_CHUNK_BYTES if nbytes is None else int(nbytes)
-
-
-def supports_parallel_optimizer(device: Optional[str] = None) -> bool:
-    """MindSpore's ``enable_parallel_optimizer`` raises "only supports Ascend" elsewhere (measured on CPU)."""
-    return (device or device_target()) == "Ascend"
+def set_jit_level(cell, level: str) -> None:
+    """Compile ``cell`` and every cell inside it (whichever is called from Python) at ``level`` (O0/O1): the
+    ``JitConfig`` that ``mindspore.jit(jit_level=...)`` builds, instead of the deprecated global jit_config."""
+    if level not in ("O0", "O1"):
+        raise ValueError(f"jit_level must be O0 or O1, got {level!r}")
+    config = ms.JitConfig(jit_level=level)
+    for _, sub in cell.cells_and_names():
+        if not sub.jit_config_dict:
+            sub.set_jit_config(config)
 
 
 def user_cache_dir(kind: str) -> Path:

@@ -33,12 +33,12 @@ from exvideo_ms.media import load_frames, load_image, resize, to_uint8
 from exvideo_ms.models.conditioner import added_time_ids, added_time_vector
 from exvideo_ms.models.image_encoder import preprocess
 from exvideo_ms.models.svd import SVDModel, build_model
+from exvideo_ms.nn.precision import cast_weights
 
 logger = logging.getLogger(__name__)
 
 CFG_MODES = ("batch", "sequential")
 OUTPUT_TYPES = ("np", "float", "latent")
-DTYPES = {"fp32": ms.float32, "fp16": ms.float16, "bf16": ms.bfloat16}
 
 
 class PipelineError(ValueError):
@@ -116,28 +116,23 @@ def keyframe_denoiser(denoise: Callable, key_latents: Tensor, ids, noise: np.nda
     return denoise_with_keys
 
 
-def cast_cell(cell, dtype) -> None:
-    """Cast every parameter of ``cell`` (weights, norms, mix factors) to ``dtype``; our cells compute norms,
-    softmax and blending factors in float32 internally whatever the weight dtype."""
-    for p in cell.get_parameters():
-        if p.dtype != dtype:
-            p.set_dtype(dtype)
-
-
 def _check_positive(name: str, value) -> None:
     if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
         raise PipelineError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 class SVDPipeline:
-    def __init__(self, model: SVDModel, cfg: SVDConfig, dtype: Optional[str] = "fp32"):
-        """``dtype`` casts the UNet and image encoder (None keeps the weights as they are, e.g. a model that
-        is being trained with mixed precision)."""
-        if dtype is not None and dtype not in DTYPES:
-            raise PipelineError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-        if dtype == "bf16" and backend.device_target() == "CPU":
-            raise PipelineError("bf16 needs Ascend or GPU: MindSpore 2.8 has no CPU bfloat16 conv/matmul kernels; "
-                                "use fp16 or fp32 on CPU")
+    def __init__(self, model: SVDModel, cfg: SVDConfig, dtype: Optional[str] = "auto"):
+        """``dtype`` casts the UNet and image encoder, norms excepted: fp32, fp16, bf16, or auto (the backend's
+        inference dtype: bf16 on Atlas A2, fp16 on 910A, fp32 on GPU and CPU); None keeps the weights as they
+        are (e.g. a model that is being trained with mixed precision). The VAE stays float32."""
+        if dtype == "auto":
+            dtype = model.choices.inference_dtype
+        if dtype is not None and dtype not in backend.DTYPES:
+            raise PipelineError(f"dtype must be one of {sorted(backend.DTYPES)}, got {dtype!r}")
+        if dtype == "bf16" and not model.choices.bf16:
+            raise PipelineError(f"bf16 needs an Atlas A2 NPU or a GPU; this model is built for {model.choices.device} "
+                                f"({model.choices.chip}), which has no bfloat16 conv/matmul kernels: use fp16 or fp32")
         self.model = model
         self.cfg = cfg
         self.dtype = dtype
@@ -147,12 +142,12 @@ class SVDPipeline:
         for cell in (self.unet, self.image_encoder):
             cell.set_train(False)
             if dtype is not None:
-                cast_cell(cell, DTYPES[dtype])
+                cast_weights(cell, backend.DTYPES[dtype])
         self.vae.set_train(False)  # stays float32, as diffusers' force_upcast and sgm's disabled first-stage AMP
         self.last_settings: Optional[Settings] = None
 
     @classmethod
-    def from_config(cls, config: Union[str, Path, SVDConfig], checkpoint=None, dtype: str = "fp32") -> "SVDPipeline":
+    def from_config(cls, config: Union[str, Path, SVDConfig], checkpoint=None, dtype: str = "auto") -> "SVDPipeline":
         """Build the networks of ``config`` and load ``checkpoint`` — one file, or a list whose later files
         replace earlier ones' tensors (a base model and an ExVideo or fine-tuned weights file); strict: every
         name and shape. Without a checkpoint the weights are random (logged): only for tests and timing."""

@@ -13,9 +13,10 @@ import numpy as np
 from mindspore import Parameter, mint, nn, ops
 from mindspore.common.initializer import Initializer
 
+from exvideo_ms.backend import Choices
 from exvideo_ms.config import ExVideoConfig
 from exvideo_ms.nn.embeddings import timestep_embedding
-from exvideo_ms.nn.layers import Conv3d
+from exvideo_ms.nn.layers import Conv3d, conv3d_precision
 
 # DiffSynth PositionalID(max_id=25, repeat_length=20): positions 0..24 once, then a triangle wave
 # bouncing between 23 and 4 (reference/exvideo.md §2)
@@ -71,11 +72,12 @@ class CentreIdentity(Initializer):
 
 class PositionalConv3d(Conv3d):
     """Conv3d(C, C, 3) with reflect padding 1 on T, H, W, over the tokens of each video separately.
-    ``weight`` (C, C, 3, 3, 3) and ``bias`` (C,) sit on this cell, as in DiffSynth's patch file."""
+    ``weight`` (C, C, 3, 3, 3) and ``bias`` (C,) sit on this cell, as in DiffSynth's patch file; it computes in
+    the backend's Conv3d dtype (float16 on Ascend) with float32 master weights when trained."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, choices: Choices):
         super().__init__(channels, channels, POSITIONAL_KERNEL, pad_mode="valid", has_bias=True,
-                         weight_init=CentreIdentity(), bias_init="zeros")
+                         weight_init=CentreIdentity(), bias_init="zeros", **conv3d_precision(choices))
 
     def construct(self, x, num_frames: int, h: int, w: int):
         """x (B·T, h·w, C) tokens -> same shape."""
@@ -92,9 +94,9 @@ class PositionalConv3d(Conv3d):
         return mint.permute(v, (0, 2, 3, 4, 1)).reshape(bt, s, c)
 
 
-def extension_layers(cfg: ExVideoConfig, channels: int) -> dict:
+def extension_layers(cfg: ExVideoConfig, channels: int, choices: Choices) -> dict:
     """The cells ExVideo adds to one SpatialVideoTransformer of width ``channels``."""
     layers = {"positional_embedding": PositionalEmbedding(cfg.num_positions, channels)}
     if cfg.positional_conv:
-        layers["positional_conv"] = PositionalConv3d(channels)
+        layers["positional_conv"] = PositionalConv3d(channels, choices)
     return layers

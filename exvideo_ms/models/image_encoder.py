@@ -13,6 +13,7 @@ import numpy as np
 from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
+from exvideo_ms.backend import Choices
 from exvideo_ms.config import ImageEncoderConfig
 from exvideo_ms.nn.attention import MultiheadAttention
 from exvideo_ms.nn.layers import Linear, conv2d, gelu
@@ -35,10 +36,10 @@ class MLP(nn.Cell):
 
 
 class ResidualAttentionBlock(nn.Cell):
-    def __init__(self, width: int, heads: int, mlp_width: int):
+    def __init__(self, width: int, heads: int, mlp_width: int, choices: Choices):
         super().__init__()
         self.ln_1 = LayerNorm(width)
-        self.attn = MultiheadAttention(width, heads)
+        self.attn = MultiheadAttention(width, heads, choices=choices)
         self.ln_2 = LayerNorm(width)
         self.mlp = MLP(width, mlp_width)
 
@@ -48,9 +49,9 @@ class ResidualAttentionBlock(nn.Cell):
 
 
 class Transformer(nn.Cell):
-    def __init__(self, width: int, layers: int, heads: int, mlp_width: int):
+    def __init__(self, width: int, layers: int, heads: int, mlp_width: int, choices: Choices):
         super().__init__()
-        self.resblocks = nn.CellList([ResidualAttentionBlock(width, heads, mlp_width) for _ in range(layers)])
+        self.resblocks = nn.CellList([ResidualAttentionBlock(width, heads, mlp_width, choices) for _ in range(layers)])
 
     def construct(self, x):
         for block in self.resblocks:
@@ -61,7 +62,7 @@ class Transformer(nn.Cell):
 class ImageEncoder(nn.Cell):
     """pixels (N, 3, 224, 224), CLIP-normalised -> image embedding (N, output_dim); no L2 normalisation."""
 
-    def __init__(self, cfg: ImageEncoderConfig):
+    def __init__(self, cfg: ImageEncoderConfig, *, choices: Choices):
         super().__init__()
         cfg.validate()
         self.cfg = cfg
@@ -72,7 +73,7 @@ class ImageEncoder(nn.Cell):
         self.positional_embedding = Parameter(initializer(Normal(w ** -0.5), (grid * grid + 1, w), ms.float32),
                                               name="positional_embedding")
         self.ln_pre = LayerNorm(w)
-        self.transformer = Transformer(w, cfg.layers, cfg.heads, cfg.mlp_width)
+        self.transformer = Transformer(w, cfg.layers, cfg.heads, cfg.mlp_width, choices)
         self.ln_post = LayerNorm(w)
         self.proj = Parameter(initializer(Normal(w ** -0.5), (w, cfg.output_dim), ms.float32), name="proj")
 
@@ -86,6 +87,10 @@ class ImageEncoder(nn.Cell):
         x = self.transformer(self.ln_pre(x))
         pooled = self.ln_post(x[:, 0])
         return ops.matmul(pooled, self.proj.astype(dtype)).astype(ms.float32)
+
+    def attention_calls(self, images: int):
+        tokens = (self.cfg.image_size // self.cfg.patch_size) ** 2 + 1  # patches and the class token
+        return [block.attn.call(images, tokens) for block in self.transformer.resblocks]
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Optional
 import mindspore as ms
 from mindspore import nn, ops
 
+from exvideo_ms.backend import Choices
 from exvideo_ms.config import ExVideoConfig, UNetConfig
 from exvideo_ms.nn.embeddings import mlp, timestep_embedding
 from exvideo_ms.nn.layers import SiLU, conv2d, nearest_upsample2x
@@ -71,7 +72,10 @@ class TimestepEmbedSequential(nn.SequentialCell):
 
 
 class VideoUNet(nn.Cell):
-    def __init__(self, cfg: UNetConfig, exvideo: Optional[ExVideoConfig] = None):
+    """``choices``: the backend choices the network is built for (attention kernels, GroupNorm and Conv3d
+    precision; backend.py)."""
+
+    def __init__(self, cfg: UNetConfig, exvideo: Optional[ExVideoConfig] = None, *, choices: Choices):
         super().__init__()
         cfg.validate()
         self.cfg = cfg
@@ -80,18 +84,20 @@ class VideoUNet(nn.Cell):
         self.model_channels = mc
         self.time_embed = mlp(mc, ted, ted)
         self.label_emb = nn.CellList([mlp(cfg.adm_in_channels, ted, ted)])
+        groups = cfg.norm_groups
 
         def res(cin, cout):
-            return VideoResBlock(cin, ted, cout, cfg.video_kernel_size, cfg.merge_factor)
+            return VideoResBlock(cin, ted, cout, cfg.video_kernel_size, cfg.merge_factor, norm_groups=groups,
+                                 choices=choices)
 
         def attn(ch, level):
             heads = cfg.heads_at(level)
             ext = {}
             if exvideo is not None:
                 from exvideo_ms.models.exvideo import extension_layers
-                ext = extension_layers(exvideo, ch)
+                ext = extension_layers(exvideo, ch, choices)
             return SpatialVideoTransformer(ch, heads, ch // heads, cfg.transformer_depth, cfg.context_dim,
-                                           cfg.merge_factor, **ext)
+                                           cfg.merge_factor, **ext, norm_groups=groups, choices=choices)
 
         blocks = [TimestepEmbedSequential([conv2d(cfg.in_channels, mc, 3, padding=1)])]
         chans = [mc]
@@ -124,7 +130,7 @@ class VideoUNet(nn.Cell):
                     ds //= 2
                 blocks.append(TimestepEmbedSequential(layers))
         self.output_blocks = nn.CellList(blocks)
-        self.out = nn.SequentialCell([GroupNorm(ch, UNET_RESBLOCK_EPS), SiLU(),
+        self.out = nn.SequentialCell([GroupNorm(ch, UNET_RESBLOCK_EPS, groups, choices.group_norm), SiLU(),
                                       conv2d(mc, cfg.out_channels, 3, padding=1)])
         self.num_input_blocks = len(self.input_blocks)
         # ExVideo's learned position table has num_positions rows: the model's maximum frame count
@@ -146,3 +152,24 @@ class VideoUNet(nn.Cell):
             h = ops.cat([h, hs[self.num_input_blocks - 1 - i]], 1)
             h = block(h, emb, context, num_video_frames)
         return self.out(h).astype(x.dtype)  # each layer casts its input to its own weight dtype
+
+    def attention_calls(self, videos: int, frames: int, h: int, w: int, context_tokens: int = 1):
+        """The attention calls of one forward on (videos·frames, C, h, w) latents, in order: the transformers
+        found by walking the blocks as ``construct`` does, each at the spatial size its level has."""
+        calls = []
+        size = (h, w)
+        blocks = list(self.input_blocks) + [self.middle_block] + list(self.output_blocks)
+        skips = []
+        for i, block in enumerate(blocks):
+            if i > self.num_input_blocks:  # output blocks take the size of the skip they concatenate
+                size = skips.pop()
+            for layer in block.cell_list:
+                if isinstance(layer, SpatialVideoTransformer):
+                    calls += layer.attention_calls(videos, frames, size[0], size[1], context_tokens)
+                elif isinstance(layer, Downsample):
+                    size = tuple((s + 1) // 2 for s in size)  # conv 3x3, stride 2, padding 1
+                elif isinstance(layer, Upsample):
+                    size = tuple(2 * s for s in size)
+            if i < self.num_input_blocks:
+                skips.append(size)
+        return calls

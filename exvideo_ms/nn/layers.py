@@ -1,8 +1,11 @@
 """Thin constructors for the convolution and activation layers the original modules use."""
 import math
+from typing import Optional
 
-import mindspore as ms
 from mindspore import nn, ops
+
+from exvideo_ms import contracts
+from exvideo_ms.backend import Choices
 
 SQRT_HALF = 1.0 / math.sqrt(2.0)
 
@@ -38,15 +41,27 @@ class Conv2d(nn.Conv2d):
 
 
 class Conv3d(nn.Conv3d):
-    """nn.Conv3d (groups = 1) casting its input to its weight dtype (see ``Linear``)."""
+    """nn.Conv3d (groups = 1) computing in ``compute_dtype`` when given (the backend's Conv3d dtype: float16 on
+    Ascend, see backend.py), else in its weight dtype; the weights stay as they are (float32 masters of
+    trainable convs included) and the result comes back in the weight dtype. ``check_ascend``: assert the
+    Ascend contract on every call (contracts.check_conv3d), for networks built with emulated Ascend choices."""
+
+    def __init__(self, *args, compute_dtype=None, check_ascend: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.compute_dtype = compute_dtype
+        self.check_ascend = check_ascend
 
     def construct(self, x):
-        if x.dtype != self.weight.dtype:
-            x = x.astype(self.weight.dtype)
-        out = self.conv3d(x, self.weight)
+        dtype = self.weight.dtype if self.compute_dtype is None else self.compute_dtype
+        weight = self.weight if self.weight.dtype == dtype else self.weight.astype(dtype)
+        if x.dtype != dtype:
+            x = x.astype(dtype)
+        if self.check_ascend:
+            contracts.check_conv3d(x, weight)
+        out = self.conv3d(x, weight)
         if self.has_bias:
-            out = self.bias_add(out, self.bias)
-        return out
+            out = self.bias_add(out, self.bias.astype(dtype))
+        return out if out.dtype == self.weight.dtype else out.astype(self.weight.dtype)
 
 
 def conv2d(cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0, bias: bool = True) -> Conv2d:
@@ -56,14 +71,22 @@ def conv2d(cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0, 
     return Conv2d(cin, cout, kernel, stride=stride, pad_mode="valid", has_bias=bias)
 
 
-def conv3d(cin: int, cout: int, kernel, padding=None, bias: bool = True) -> Conv3d:
-    """torch.nn.Conv3d(cin, cout, kernel, padding=[k // 2 ...]) with zero padding ("same" for odd kernels)."""
+def conv3d_precision(choices: Choices) -> dict:
+    """The Conv3d keyword arguments for ``choices``: its compute dtype, and the contract check when emulated."""
+    return dict(compute_dtype=choices.dtype("conv3d_dtype"),
+                check_ascend=choices.emulated and choices.device == "Ascend")
+
+
+def conv3d(cin: int, cout: int, kernel, choices: Choices, padding=None, bias: bool = True) -> Conv3d:
+    """torch.nn.Conv3d(cin, cout, kernel, padding=[k // 2 ...]) with zero padding ("same" for odd kernels),
+    computing in the backend's Conv3d dtype."""
     kernel = tuple(kernel) if isinstance(kernel, (tuple, list)) else (kernel,) * 3
     pad = tuple(padding) if padding is not None else tuple(k // 2 for k in kernel)
+    precision = conv3d_precision(choices)
     if any(pad):
         return Conv3d(cin, cout, kernel, pad_mode="pad",
-                      padding=(pad[0], pad[0], pad[1], pad[1], pad[2], pad[2]), has_bias=bias)
-    return Conv3d(cin, cout, kernel, pad_mode="valid", has_bias=bias)
+                      padding=(pad[0], pad[0], pad[1], pad[1], pad[2], pad[2]), has_bias=bias, **precision)
+    return Conv3d(cin, cout, kernel, pad_mode="valid", has_bias=bias, **precision)
 
 
 def gelu(x):
@@ -95,10 +118,12 @@ def nearest_upsample2x(x):
     return x.reshape(n, c, 2 * h, 2 * w)
 
 
-
-def row_spans(rows: int, bytes_per_row: int, budget: int):
-    """Split ``rows`` into consecutive (start, end) spans whose temporaries stay within ``budget`` bytes."""
+def row_spans(rows: int, bytes_per_row: int, budget: int, max_rows: Optional[int] = None):
+    """Split ``rows`` into consecutive (start, end) spans whose temporaries stay within ``budget`` bytes (and
+    that hold at most ``max_rows`` rows each)."""
     per = max(1, budget // max(1, bytes_per_row))
+    if max_rows is not None:
+        per = min(per, max_rows)
     return tuple((i, min(i + per, rows)) for i in range(0, rows, per))
 
 

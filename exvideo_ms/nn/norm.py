@@ -2,28 +2,11 @@
 
 Both compute in float32 whatever the input dtype, as sgm's ``GroupNorm32`` does, and return the input dtype.
 """
-from contextlib import contextmanager
-from typing import Optional
-
 import mindspore as ms
 from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import initializer
 
-from exvideo_ms.config import NORM_GROUPS
-
-_groups = NORM_GROUPS  # the group count of GroupNorms built now (see ``groups``)
-
-
-@contextmanager
-def groups(n: int):
-    """Build the GroupNorms of a network with ``n`` groups (a config's ``norm_groups``), as the networks'
-    constructors do not pass it through every block."""
-    global _groups
-    previous, _groups = _groups, int(n)
-    try:
-        yield
-    finally:
-        _groups = previous
+GROUP_NORM_IMPLS = ("batch_norm", "group_norm")  # backend.Choices.group_norm
 
 # GroupNorm eps, following the original sgm code (reference/svd_architecture.md §3.8).
 # UNet ResBlocks (spatial and temporal) and the UNet head: GroupNorm32 with torch's default 1e-5.
@@ -43,26 +26,34 @@ class GroupNorm(nn.Cell):
     """torch.nn.GroupNorm over any (N, C, ...) input: statistics per sample and group over all other axes.
 
     A 5-D (B, C, T, H, W) input is normalised over (C/G, T, H, W), as torch does for the temporal blocks.
-    Two fused BatchNorm kernels do the work: a training-mode BatchNorm on the (1, N·G, rest, 1) view takes
-    each (sample, group) as a channel and normalises it with its own statistics, then an inference-mode
-    BatchNorm on the (N, C, rest, 1) view with mean 0 and variance 1 − eps applies weight and bias per channel.
-    Both have exact gradients (the second's mean and variance are constants). Measured on CPU for a
-    (28, 320, 32, 32) input: 20 ms, against 106 ms for LayerNorm statistics with a broadcast affine and 125 ms
-    for nn.GroupNorm / mint's group_norm (benchmarks/bench_norm.py).
+    ``impl`` (backend.Choices.group_norm) picks the kernels:
+
+    - ``"batch_norm"`` (CPU): a training-mode BatchNorm on the (1, N·G, rest, 1) view takes each (sample, group)
+      as a channel and normalises it with its own statistics, then an inference-mode BatchNorm on the
+      (N, C, rest, 1) view with mean 0 and variance 1 − eps applies weight and bias per channel; both have
+      exact gradients. Fastest on CPU (benchmarks/bench_norm.py), but it passes plain tensors where the
+      ``ops.batch_norm`` docstring asks for Parameters in training mode, so it is used on CPU only, where it
+      is measured equal to torch;
+    - ``"group_norm"`` (elsewhere): ``ops.group_norm``, documented for Ascend, GPU and CPU.
     """
 
-    def __init__(self, num_channels: int, eps: float, num_groups: Optional[int] = None):
+    def __init__(self, num_channels: int, eps: float, num_groups: int, impl: str):
         super().__init__()
-        num_groups = _groups if num_groups is None else num_groups
         if num_channels % num_groups:
             raise ValueError(f"GroupNorm: {num_channels} channels are not divisible into {num_groups} groups")
+        if impl not in GROUP_NORM_IMPLS:
+            raise ValueError(f"GroupNorm impl must be one of {GROUP_NORM_IMPLS}, got {impl!r}")
         self.num_groups = num_groups
         self.num_channels = num_channels
         self.eps = eps
+        self.impl = impl
         self.weight = Parameter(initializer("ones", (num_channels,), ms.float32), name="weight")
         self.bias = Parameter(initializer("zeros", (num_channels,), ms.float32), name="bias")
 
     def construct(self, x):
+        if self.impl == "group_norm":
+            return ops.group_norm(x.astype(ms.float32), self.num_groups, self.weight.astype(ms.float32),
+                                  self.bias.astype(ms.float32), self.eps).astype(x.dtype)
         shape = x.shape
         rows = shape[0] * self.num_groups
         h = x.astype(ms.float32).reshape(1, rows, -1, 1)

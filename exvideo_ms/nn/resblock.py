@@ -8,15 +8,16 @@ from typing import Sequence
 
 from mindspore import mint, nn, ops
 
+from exvideo_ms.backend import Choices
 from exvideo_ms.nn.blend import AlphaBlender
 from exvideo_ms.nn.layers import Identity, Linear, SiLU, conv2d, conv3d
 from exvideo_ms.nn.norm import UNET_RESBLOCK_EPS, GroupNorm
 
 
-def _conv(dims: int, cin: int, cout: int, kernel):
+def _conv(dims: int, cin: int, cout: int, kernel, choices: Choices):
     if dims == 2:
         return conv2d(cin, cout, kernel, padding=kernel // 2)
-    return conv3d(cin, cout, kernel)
+    return conv3d(cin, cout, kernel, choices)
 
 
 class ResBlock(nn.Cell):
@@ -25,23 +26,24 @@ class ResBlock(nn.Cell):
     dims=2: x (N, C, H, W), emb (N, E). dims=3: x (B, C, T, H, W), emb (B, T, E) (sgm's
     ``exchange_temb_dims``: the embedding is laid out as (B, C, T) before it is added).
     ``emb_channels=0`` builds the VAE decoder's variant without ``emb_layers`` (``skip_t_emb``).
+    ``norm_groups`` and ``choices`` (backend) are the build options of its GroupNorms and 3-D convolutions.
     """
 
     def __init__(self, channels: int, emb_channels: int, out_channels: int = None, dims: int = 2,
-                 kernel_size=3, eps: float = UNET_RESBLOCK_EPS):
+                 kernel_size=3, eps: float = UNET_RESBLOCK_EPS, *, norm_groups: int, choices: Choices):
         super().__init__()
         out_channels = out_channels or channels
         self.dims = dims
-        self.in_layers = nn.SequentialCell([GroupNorm(channels, eps), SiLU(),
-                                            _conv(dims, channels, out_channels, kernel_size)])
+        self.in_layers = nn.SequentialCell([GroupNorm(channels, eps, norm_groups, choices.group_norm), SiLU(),
+                                            _conv(dims, channels, out_channels, kernel_size, choices)])
         self.use_emb = emb_channels > 0
         if self.use_emb:
             self.emb_layers = nn.SequentialCell([SiLU(), Linear(emb_channels, out_channels)])
-        self.out_layers = nn.SequentialCell([GroupNorm(out_channels, eps), SiLU(), Identity(),
-                                             _conv(dims, out_channels, out_channels, kernel_size)])
+        self.out_layers = nn.SequentialCell([GroupNorm(out_channels, eps, norm_groups, choices.group_norm), SiLU(),
+                                             Identity(), _conv(dims, out_channels, out_channels, kernel_size, choices)])
         self.has_skip_conv = out_channels != channels
         if self.has_skip_conv:
-            self.skip_connection = _conv(dims, channels, out_channels, 1)
+            self.skip_connection = _conv(dims, channels, out_channels, 1, choices)
 
     def residual(self, x, emb=None):
         """The block's output: skip(x) + out_layers(in_layers(x) + emb)."""
@@ -80,10 +82,10 @@ class VideoResBlock(ResBlock):
     α·spatial + (1−α)·temporal. x (B·T, C, H, W), emb (B·T, E)."""
 
     def __init__(self, channels: int, emb_channels: int, out_channels: int, video_kernel_size: Sequence[int],
-                 merge_factor: float):
-        super().__init__(channels, emb_channels, out_channels, dims=2)
+                 merge_factor: float, *, norm_groups: int, choices: Choices):
+        super().__init__(channels, emb_channels, out_channels, dims=2, norm_groups=norm_groups, choices=choices)
         self.time_stack = ResBlock(out_channels, emb_channels, out_channels, dims=3,
-                                   kernel_size=tuple(video_kernel_size))
+                                   kernel_size=tuple(video_kernel_size), norm_groups=norm_groups, choices=choices)
         self.time_mixer = AlphaBlender(merge_factor, alpha_on="spatial")
 
     def construct(self, x, emb, num_frames: int):

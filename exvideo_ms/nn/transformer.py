@@ -7,7 +7,7 @@ and ``ff.net.2``.
 import mindspore as ms
 from mindspore import mint, nn, ops
 
-from exvideo_ms import backend
+from exvideo_ms.backend import Choices
 from exvideo_ms.nn import geglu
 from exvideo_ms.nn.attention import CrossAttention
 from exvideo_ms.nn.blend import AlphaBlender
@@ -23,11 +23,11 @@ class GEGLU(nn.Cell):
     """Linear(C, 2·inner) split into [value, gate]; value · GELU(gate) (exact GELU). On CPU in float32 the
     product is one fused kernel (exvideo_ms/nn/geglu.py); otherwise MindSpore's ops compute the same."""
 
-    def __init__(self, dim: int, inner: int):
+    def __init__(self, dim: int, inner: int, impl: str):
         super().__init__()
         self.inner = inner
         self.proj = Linear(dim, 2 * inner)
-        fused = geglu.fused_ops() if backend.geglu_impl() == "fused" else None
+        fused = geglu.fused_ops() if impl == "fused" else None
         self.fused = fused[0] if fused is not None else None
 
     def construct(self, x):
@@ -42,12 +42,12 @@ class FeedForward(nn.Cell):
     """GEGLU -> Linear. Its (rows, tokens, 8C) hidden layer is computed in exact slices of rows when it would
     exceed the backend's chunk budget."""
 
-    def __init__(self, dim: int, dim_out: int = None):
+    def __init__(self, dim: int, dim_out: int = None, *, choices: Choices):
         super().__init__()
         inner = dim * FF_MULT
         self.inner = inner
-        self.net = nn.SequentialCell([GEGLU(dim, inner), Identity(), Linear(inner, dim_out or dim)])
-        self.budget = backend.chunk_bytes()
+        self.net = nn.SequentialCell([GEGLU(dim, inner, choices.geglu), Identity(), Linear(inner, dim_out or dim)])
+        self.budget = choices.chunk_bytes
 
     def construct(self, x):
         row_bytes = 3 * self.inner * x.shape[1] * 4  # projection (2·inner) + product (inner), float32
@@ -64,11 +64,11 @@ def _cross(attn: CrossAttention, norm: LayerNorm, x, context):
 class BasicTransformerBlock(nn.Cell):
     """Spatial block over the h·w tokens of each frame: self-attention, cross-attention, GEGLU FF."""
 
-    def __init__(self, dim: int, heads: int, dim_head: int, context_dim: int):
+    def __init__(self, dim: int, heads: int, dim_head: int, context_dim: int, *, choices: Choices):
         super().__init__()
-        self.attn1 = CrossAttention(dim, heads, dim_head)
-        self.ff = FeedForward(dim)
-        self.attn2 = CrossAttention(dim, heads, dim_head, context_dim)
+        self.attn1 = CrossAttention(dim, heads, dim_head, kind="spatial", choices=choices)
+        self.ff = FeedForward(dim, choices=choices)
+        self.attn2 = CrossAttention(dim, heads, dim_head, context_dim, kind="spatial", choices=choices)
         self.norm1 = LayerNorm(dim)
         self.norm2 = LayerNorm(dim)
         self.norm3 = LayerNorm(dim)
@@ -78,19 +78,26 @@ class BasicTransformerBlock(nn.Cell):
         x = _cross(self.attn2, self.norm2, x, context) + x
         return self.ff(self.norm3(x)) + x
 
+    def attention_calls(self, frames: int, tokens: int, context_tokens: int):
+        """The attention calls of one forward over ``frames`` frames of ``tokens`` tokens each."""
+        calls = [self.attn1.call(frames, tokens, tokens)]
+        if context_tokens > 1:
+            calls.append(self.attn2.call(frames, tokens, context_tokens))
+        return calls
+
 
 class VideoTransformerBlock(nn.Cell):
     """Temporal block: every spatial location is a sequence of T frames (sgm ``VideoTransformerBlock`` with
     ``ff_in``): x += ff_in(norm_in(x)); x += attn1(norm1(x)); x += attn2(norm2(x), ctx); x += ff(norm3(x))."""
 
-    def __init__(self, dim: int, heads: int, dim_head: int, context_dim: int):
+    def __init__(self, dim: int, heads: int, dim_head: int, context_dim: int, *, choices: Choices):
         super().__init__()
         self.norm_in = LayerNorm(dim)
-        self.ff_in = FeedForward(dim)
-        self.attn1 = CrossAttention(dim, heads, dim_head)
-        self.ff = FeedForward(dim)
+        self.ff_in = FeedForward(dim, choices=choices)
+        self.attn1 = CrossAttention(dim, heads, dim_head, kind="temporal", choices=choices)
+        self.ff = FeedForward(dim, choices=choices)
         self.norm2 = LayerNorm(dim)
-        self.attn2 = CrossAttention(dim, heads, dim_head, context_dim)
+        self.attn2 = CrossAttention(dim, heads, dim_head, context_dim, kind="temporal", choices=choices)
         self.norm1 = LayerNorm(dim)
         self.norm3 = LayerNorm(dim)
 
@@ -113,6 +120,13 @@ class VideoTransformerBlock(nn.Cell):
         # (b s) t c -> (b t) s c
         return mint.permute(x.reshape(b, s, num_frames, c), (0, 2, 1, 3)).reshape(bt, s, c)
 
+    def attention_calls(self, videos: int, frames: int, tokens: int, context_tokens: int):
+        """Every spatial position of every video is a sequence of ``frames``."""
+        calls = [self.attn1.call(videos * tokens, frames, frames)]
+        if context_tokens > 1:
+            calls.append(self.attn2.call(videos * tokens, frames, context_tokens))
+        return calls
+
 
 class SpatialVideoTransformer(nn.Cell):
     """sgm ``SpatialVideoTransformer`` (use_linear, use_spatial_context, extra_ff_mix_layer).
@@ -125,17 +139,18 @@ class SpatialVideoTransformer(nn.Cell):
     """
 
     def __init__(self, channels: int, heads: int, dim_head: int, depth: int, context_dim: int,
-                 merge_factor: float, positional_embedding=None, positional_conv=None):
+                 merge_factor: float, positional_embedding=None, positional_conv=None, *, norm_groups: int,
+                 choices: Choices):
         super().__init__()
         inner = heads * dim_head
         self.channels = channels
         self.depth = depth
-        self.norm = GroupNorm(channels, UNET_TRANSFORMER_EPS)
+        self.norm = GroupNorm(channels, UNET_TRANSFORMER_EPS, norm_groups, choices.group_norm)
         self.proj_in = Linear(channels, inner)
         self.transformer_blocks = nn.CellList(
-            [BasicTransformerBlock(inner, heads, dim_head, context_dim) for _ in range(depth)])
+            [BasicTransformerBlock(inner, heads, dim_head, context_dim, choices=choices) for _ in range(depth)])
         self.time_stack = nn.CellList(
-            [VideoTransformerBlock(inner, heads, dim_head, context_dim) for _ in range(depth)])
+            [VideoTransformerBlock(inner, heads, dim_head, context_dim, choices=choices) for _ in range(depth)])
         self.time_pos_embed = mlp(channels, channels * POS_MLP_MULT, channels)
         self.time_mixer = AlphaBlender(merge_factor, alpha_on="spatial")
         self.proj_out = Linear(inner, channels)
@@ -175,3 +190,11 @@ class SpatialVideoTransformer(nn.Cell):
         x = self.proj_out(x)
         x = mint.permute(x, (0, 2, 1)).reshape(bt, c, h, w)
         return x + x_in
+
+    def attention_calls(self, videos: int, frames: int, h: int, w: int, context_tokens: int = 1):
+        """The attention calls of ``construct`` on (videos·frames, C, h, w), in the order it makes them."""
+        calls = []
+        for i in range(self.depth):
+            calls += self.transformer_blocks[i].attention_calls(videos * frames, h * w, context_tokens)
+            calls += self.time_stack[i].attention_calls(videos, frames, h * w, context_tokens)
+        return calls

@@ -38,7 +38,7 @@ def init_parallel(distributed: bool, parallel_optimizer: bool, shard_size: int =
     from mindspore.communication import get_group_size, get_rank, init
     init()
     rank, world = get_rank(), get_group_size()
-    use_po = parallel_optimizer and backend.supports_parallel_optimizer()
+    use_po = parallel_optimizer and backend.choices().parallel_optimizer
     if parallel_optimizer and not use_po:
         logger.warning("optimizer-parallel sharding needs Ascend (MindSpore raises 'only supports Ascend' on %s): "
                        "training with plain data parallel, full optimizer state on every rank",

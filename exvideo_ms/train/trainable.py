@@ -8,8 +8,9 @@
 |                 | ``time_pos_embed`` (and ExVideo's additions when present)                          |
 | ``full``        | the whole UNet                                                                      |
 
-Trainable parameters and optimizer state stay float32; frozen UNet weights can be cast to fp16 (CPU/GPU) or
-bf16 (Ascend): every layer casts its input to its own weight dtype.
+Trainable parameters and optimizer state stay float32; frozen UNet weights can be cast to fp16 or bf16
+(backend.Choices.frozen_dtype), norm affine parameters excepted: every layer casts its input to its own
+weight dtype.
 """
 import logging
 import re
@@ -17,6 +18,8 @@ from collections import OrderedDict
 from typing import Dict, List
 
 import mindspore as ms
+
+from exvideo_ms.nn.precision import cast_weights
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +48,8 @@ def trainable_names(unet, mode: str, has_extension: bool) -> List[str]:
 
 
 def configure(unet, names: List[str], frozen_dtype) -> List[ms.Parameter]:
-    """Mark ``names`` trainable (float32) and everything else frozen (cast to ``frozen_dtype``)."""
+    """Mark ``names`` trainable (float32) and everything else frozen (cast to ``frozen_dtype``, norms kept
+    float32 as nn/precision.py does)."""
     keep = set(names)
     trainable = []
     for name, p in unet.parameters_and_names():
@@ -56,8 +60,8 @@ def configure(unet, names: List[str], frozen_dtype) -> List[ms.Parameter]:
             trainable.append(p)
         else:
             p.requires_grad = False
-            if frozen_dtype is not None and p.dtype != frozen_dtype:
-                p.set_dtype(frozen_dtype)
+    if frozen_dtype is not None:
+        cast_weights(unet, frozen_dtype, exclude={id(p) for p in trainable})
     return trainable
 
 

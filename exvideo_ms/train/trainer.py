@@ -90,7 +90,7 @@ class TrainOptions:
     resume: Optional[str] = None  # auto | a step-N directory
     seed: int = 42
     recompute: Optional[bool] = None  # None: on in graph mode
-    frozen_dtype: str = "auto"  # auto (bf16 Ascend, fp16 GPU, fp32 CPU: backend.frozen_weight_dtype) | fp32 | fp16 | bf16
+    frozen_dtype: str = "auto"  # auto (backend.Choices.frozen_dtype: bf16 Atlas A2, fp16 910A/GPU, fp32 CPU) | fp32 | fp16 | bf16
     noise_aug_strength: float = 0.0  # cond_aug of the conditioning frame (ExVideo trained with 0)
     loss: LossOptions = field(default_factory=LossOptions)
     optimizer: OptimizerOptions = field(default_factory=OptimizerOptions)
@@ -100,17 +100,16 @@ class TrainOptions:
     dataset: DataOptions = field(default_factory=DataOptions)
 
 
-_DTYPES = {"fp32": ms.float32, "fp16": ms.float16, "bf16": ms.bfloat16}
-
-
-def frozen_dtype(name: str, device: str):
+def frozen_dtype(name: str, choices: backend.Choices):
+    """The dtype of the frozen weights: ``auto`` is the backend's (``Choices.frozen_dtype``)."""
     if name == "auto":
-        return backend.frozen_weight_dtype(device)
-    if name not in _DTYPES:
+        return choices.dtype("frozen_dtype")
+    if name not in backend.DTYPES:
         raise ValueError(f"frozen_dtype must be auto, fp32, fp16 or bf16, got {name!r}")
-    if name == "bf16" and device == "CPU":
-        raise ValueError("frozen_dtype bf16 needs Ascend or GPU (no CPU bf16 kernels in MindSpore 2.8)")
-    return _DTYPES[name]
+    if name == "bf16" and not choices.bf16:
+        raise ValueError(f"frozen_dtype bf16 needs an Atlas A2 NPU or a GPU; {choices.device} ({choices.chip}) has "
+                         f"no bfloat16 conv/matmul kernels")
+    return backend.DTYPES[name]
 
 
 def load_initial_weights(model, cfg: SVDConfig, path, init_unet: str) -> None:
@@ -195,7 +194,10 @@ def draw_sigma_and_noise(opts: TrainOptions, cfg: SVDConfig, indices, latent_sha
 class Trainer:
     def __init__(self, model_opts: ModelOptions, train: TrainOptions, env: EnvironmentOptions):
         self.model_opts, self.opts, self.env = model_opts, train, env
-        self.device = backend.setup_device(env.device_target, mode=env.mode, jit_level=env.jit_level)
+        self.device = backend.setup_device(env.device_target, mode=env.mode)
+        choices = backend.choices()
+        if env.jit_level is not None:
+            choices = dataclasses.replace(choices, jit_level=env.jit_level)
         self.par: ParallelState = init_parallel(env.distributed, env.parallel_optimizer, env.optimizer_shard_size)
         self.cfg = load_config(model_opts.config)
         ms.set_seed(train.seed)  # identical initialisation on every rank
@@ -203,12 +205,12 @@ class Trainer:
         components = ["unet"] + ([] if precomputed else ["vae", "image_encoder"])
         if train.validation.every > 0:
             components = ["unet", "vae", "image_encoder"]
-        self.model = build_model(self.cfg, components)
+        self.model = build_model(self.cfg, components, choices=choices)
         load_initial_weights(self.model, self.cfg, model_opts.checkpoint, model_opts.init_unet)
         unet = self.model.unet
         self.names = trainable_names(unet, train.mode, self.cfg.exvideo is not None)
         unet_params = dict(unet.parameters_and_names())
-        low = frozen_dtype(train.frozen_dtype, self.device)
+        low = frozen_dtype(train.frozen_dtype, choices)
         self.trainable = configure(unet, self.names, None if low == ms.float32 else low)
         for comp in components[1:]:
             for p in getattr(self.model, comp).get_parameters():
@@ -225,6 +227,7 @@ class Trainer:
                              self.cfg.conditioning.addition_time_embed_dim)
         self.step_cell = TrainStep(loss, self.optimizer, train.loss_scale, train.optimizer.grad_clip,
                                    train.optimizer.grad_accum, grad_reducer(self.trainable, self.par), self.par.world)
+        backend.set_jit_level(self.step_cell, choices.jit_level)
         self.ema = EMA(self.trainable, train.ema.decay) if train.ema.enable else None
         self.conditioner = None if precomputed else Conditioner(self.model, self.cfg)
         self.out = Path(train.output_dir)
