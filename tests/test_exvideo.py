@@ -93,7 +93,7 @@ def test_too_many_frames_is_an_error_naming_the_maximum(ext_unet):
 def test_positional_conv_is_torch_reflect_conv3d():
     g = np.random.default_rng(0)
     c, t, h, w = 6, 5, 4, 3
-    ours = PositionalConv3d(c)
+    ours = PositionalConv3d(c, backend.choices())
     ref = torch.nn.Conv3d(c, c, 3, padding=1, padding_mode="reflect")
     with torch.no_grad():
         ref.weight.copy_(torch.randn(ref.weight.shape))
@@ -106,7 +106,7 @@ def test_positional_conv_is_torch_reflect_conv3d():
     with torch.no_grad():
         expected = ref(torch.from_numpy(video)).numpy()
     assert rel_err(out, expected) <= 1e-5
-    identity = PositionalConv3d(c)  # the initial weights are the identity map
+    identity = PositionalConv3d(c, backend.choices())  # the initial weights are the identity map
     assert np.allclose(identity(Tensor(tokens), t, h, w).asnumpy(), tokens, atol=1e-6)
 
 
@@ -304,15 +304,14 @@ def test_long_video_with_frame_chunking_equals_unchunked(ext_cfg, converted):
     budget = 4 * 2 ** 20
     assert len(row_spans(64, 2 * 256 * 256 * 4, budget)) > 1  # level-0 spatial scores (2 heads, 16x16 tokens)
     outs = []
-    for chunk_bytes in (None, budget):
-        backend.set_chunk_bytes(chunk_bytes)
-        try:
-            model = build_model(ext_cfg)
-        finally:
-            backend.set_chunk_bytes(None)
+    for chunk_bytes in (backend.DEFAULT_CHUNK_BYTES, budget):
+        model = build_model(ext_cfg, choices=dataclasses.replace(backend.choices(), chunk_bytes=chunk_bytes))
         load_checkpoint(model, converted[0], strict=False)
         p = SVDPipeline(model, ext_cfg)
         outs.append(p(_image(128), num_frames=64, num_inference_steps=1, min_guidance_scale=1.0,
                       max_guidance_scale=1.0, seed=2, progress=False, output_type="latent"))
     assert outs[0].shape == (64, 4, 16, 16)
-    assert rel_err(outs[1], outs[0]) <= 1e-5
+    # one Euler step from σ_max = 700 lands on x0 = x − (x − D) with |x| up to ~2,000: float32 spacing there is
+    # 2^-14..2^-13, so a last-bit difference in the UNet (sliced batches round differently on some CPUs;
+    # measured 4.5e-7 relative on the UNet alone) shows as a few of those steps
+    assert np.abs(outs[1] - outs[0]).max() <= 4 * 2.0 ** -13

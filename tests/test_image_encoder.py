@@ -6,6 +6,7 @@ import torch
 from tests.helpers import rel_err
 from mindspore import Tensor
 
+from exvideo_ms import backend
 from exvideo_ms.config import ImageEncoderConfig
 from exvideo_ms.convert import sgm
 from exvideo_ms.models.image_encoder import CLIP_MEAN, CLIP_STD, ImageEncoder, preprocess
@@ -29,7 +30,7 @@ def test_embedding_matches_open_clip_in_original_naming():
                                output_dim=48).eval()
     references.randomise_(vit, 0)
     ours = ImageEncoder(ImageEncoderConfig(image_size=28, patch_size=14, width=64, layers=2, heads=4,
-                                           mlp_width=128, output_dim=48))
+                                           mlp_width=128, output_dim=48), choices=backend.choices())
     params = dict(ours.parameters_and_names())
     filled = set()
     for key, value in vit.state_dict().items():

@@ -1,13 +1,14 @@
-"""GroupNorm (two BatchNorm kernels, see exvideo_ms/nn/norm.py) against torch.nn.functional.group_norm:
-outputs and the gradients of input, weight and bias, on the 4-D and 5-D shapes the networks use, in
-PyNative and graph mode, with inputs far from zero mean (where a one-pass variance would cancel)."""
+"""GroupNorm (both kernels: two BatchNorms on CPU, ops.group_norm elsewhere; exvideo_ms/nn/norm.py) against
+torch.nn.functional.group_norm: outputs and the gradients of input, weight and bias, on the 4-D and 5-D shapes
+the networks use, in PyNative and graph mode, with inputs far from zero mean (where a one-pass variance would
+cancel)."""
 import mindspore as ms
 import numpy as np
 import pytest
 import torch
 from mindspore import Tensor, nn, ops
 
-from exvideo_ms.nn.norm import GroupNorm
+from exvideo_ms.nn.norm import GROUP_NORM_IMPLS, GroupNorm
 from tests.helpers import rel_err
 
 SHAPES = [(3, 32, 6, 5), (2, 16, 4, 3, 5)]  # (N, C, H, W) spatial; (B, C, T, H, W) temporal blocks
@@ -30,13 +31,14 @@ def _data(shape, seed):
         g.standard_normal(c).astype(np.float32)
 
 
+@pytest.mark.parametrize("impl", GROUP_NORM_IMPLS)
 @pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_groupnorm_and_its_gradients_match_torch(shape, mode):
+def test_groupnorm_and_its_gradients_match_torch(shape, mode, impl):
     ms.set_context(mode=mode)
     x, probe, w, b = _data(shape, 0)
     groups, eps = 8, 1e-5
-    norm = GroupNorm(shape[1], eps, groups)
+    norm = GroupNorm(shape[1], eps, groups, impl)
     norm.weight.set_data(Tensor(w))
     norm.bias.set_data(Tensor(b))
     loss = _Loss(norm)
@@ -52,9 +54,10 @@ def test_groupnorm_and_its_gradients_match_torch(shape, mode):
         assert rel_err(mine.asnumpy(), theirs.numpy()) < 1e-4, name
 
 
-def test_groupnorm_keeps_a_float16_input_dtype_and_computes_in_float32():
+@pytest.mark.parametrize("impl", GROUP_NORM_IMPLS)
+def test_groupnorm_keeps_a_float16_input_dtype_and_computes_in_float32(impl):
     x, _, w, b = _data((2, 16, 4, 4), 1)
-    norm = GroupNorm(16, 1e-6, 4)
+    norm = GroupNorm(16, 1e-6, 4, impl)
     norm.weight.set_data(Tensor(w))
     norm.bias.set_data(Tensor(b))
     out = norm(Tensor(x).astype(ms.float16))
@@ -66,4 +69,4 @@ def test_groupnorm_keeps_a_float16_input_dtype_and_computes_in_float32():
 
 def test_groupnorm_rejects_channels_not_divisible_by_groups():
     with pytest.raises(ValueError, match="48 channels are not divisible into 32 groups"):
-        GroupNorm(48, 1e-5, 32)
+        GroupNorm(48, 1e-5, 32, "batch_norm")

@@ -130,5 +130,5 @@ def test_default_size_rounds_to_64_with_a_log_line(ours, caplog):
 
 
 def test_bf16_is_refused_on_cpu(ours):
-    with pytest.raises(PipelineError, match="bf16 needs Ascend or GPU"):
+    with pytest.raises(PipelineError, match="bf16 needs an Atlas A2 NPU or a GPU"):
         SVDPipeline(ours.model, ours.cfg, dtype="bf16")

@@ -316,8 +316,11 @@ def test_frozen_parameters_stay_bit_identical(micro_run):
     trainer = Trainer(ModelOptions(str(MICRO), str(micro_run / "micro_base.ckpt")), train, EnvironmentOptions(mode=1))
     trainable = {id(p) for p in trainer.trainable}
     frozen = {n: p.asnumpy().copy() for n, p in trainer.model.parameters_and_names() if id(p) not in trainable}
+    from exvideo_ms.nn.precision import norm_parameters
+    norms = norm_parameters(trainer.model.unet)
     unet_frozen = [p for n, p in trainer.model.unet.parameters_and_names() if id(p) not in trainable]
-    assert unet_frozen and all(p.dtype == ms.float16 for p in unet_frozen)
+    assert unet_frozen and all(p.dtype == (ms.float32 if id(p) in norms else ms.float16) for p in unet_frozen)
+    assert any(id(p) in norms for p in unet_frozen)  # norm affine parameters stay float32
     assert all(p.dtype == ms.float32 for p in trainer.trainable)
     trainer.run()
     after = dict(trainer.model.parameters_and_names())
@@ -434,12 +437,16 @@ def test_in_training_ema_update():
 
 
 def test_frozen_dtype_choices_per_backend():
+    from exvideo_ms.backend import choices_for
     from exvideo_ms.train.trainer import frozen_dtype
-    assert frozen_dtype("auto", "CPU") == ms.float32  # fp16 measured slower and larger on CPU (bench_train)
-    assert frozen_dtype("auto", "GPU") == ms.float16
-    assert frozen_dtype("auto", "Ascend") == ms.bfloat16
-    assert frozen_dtype("fp16", "CPU") == ms.float16
-    with pytest.raises(ValueError, match="bf16 needs Ascend or GPU"):
-        frozen_dtype("bf16", "CPU")
+    cpu = choices_for("CPU")
+    assert frozen_dtype("auto", cpu) == ms.float32  # fp16 measured slower and larger on CPU (bench_train)
+    assert frozen_dtype("auto", choices_for("GPU")) == ms.float16
+    assert frozen_dtype("auto", choices_for("Ascend", "ascend910b")) == ms.bfloat16
+    assert frozen_dtype("auto", choices_for("Ascend", "ascend910")) == ms.float16  # 910A has no bf16
+    assert frozen_dtype("fp16", cpu) == ms.float16
+    for chip in (cpu, choices_for("Ascend", "ascend910")):
+        with pytest.raises(ValueError, match="bf16 needs an Atlas A2 NPU or a GPU"):
+            frozen_dtype("bf16", chip)
     with pytest.raises(ValueError, match="got 'fp8'"):
-        frozen_dtype("fp8", "CPU")
+        frozen_dtype("fp8", cpu)

@@ -1,4 +1,6 @@
 """VideoUNet against diffusers' UNetSpatioTemporalConditionModel with the same (converted) weights."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -35,33 +37,10 @@ def ms_unet(net, x, t, ctx, ids, dim=8):
     return out.asnumpy().reshape((b, frames) + out.shape[1:])
 
 
-def attention_impls():
-    impls = ["plain"]
-    if backend.device_target() == "Ascend":
-        impls.append("flash")
-    return impls
-
-
 @pytest.mark.parametrize("frames", [1, 5, 14])
 def test_unet_matches_diffusers(ms_model, aligned_unet, frames):
     x, t, ctx, ids = unet_inputs(frames)
     assert rel_err(ms_unet(ms_model.unet, x, t, ctx, ids), torch_unet(aligned_unet, x, t, ctx, ids)) <= TOL
-
-
-@pytest.mark.parametrize("impl", attention_impls())
-def test_unet_attention_implementations(tiny_cfg, converted, aligned_unet, impl):
-    """The same network built with each attention kernel the backend offers (flash only on Ascend)."""
-    from exvideo_ms.checkpoint import load_checkpoint
-    from exvideo_ms.models.svd import build_model
-    backend.set_attention_impl(impl)
-    try:
-        model = build_model(tiny_cfg, components=["unet"])
-    finally:
-        backend.set_attention_impl(None)
-    load_checkpoint(model, converted[0], strict=False)
-    assert all(getattr(c, "impl", impl) == impl for _, c in model.cells_and_names())
-    x, t, ctx, ids = unet_inputs(5, seed=1)
-    assert rel_err(ms_unet(model.unet, x, t, ctx, ids), torch_unet(aligned_unet, x, t, ctx, ids)) <= TOL
 
 
 @pytest.mark.parametrize("impl", ["fused", "ops"])
@@ -73,11 +52,7 @@ def test_unet_geglu_implementations(tiny_cfg, converted, aligned_unet, impl):
     from exvideo_ms.nn.transformer import GEGLU
     if impl == "fused" and geglu.fused_ops() is None:
         pytest.skip(f"fused GEGLU kernel not built on this machine: {geglu.failure()}")
-    backend.set_geglu_impl(impl)
-    try:
-        model = build_model(tiny_cfg, components=["unet"])
-    finally:
-        backend.set_geglu_impl(None)
+    model = build_model(tiny_cfg, components=["unet"], choices=dataclasses.replace(backend.choices(), geglu=impl))
     load_checkpoint(model, converted[0], strict=False)
     cells = [c for _, c in model.cells_and_names() if isinstance(c, GEGLU)]  # 16 transformers x 3 feed-forwards
     assert len(cells) == 48 and all((c.fused is not None) == (impl == "fused") for c in cells)
