@@ -9,7 +9,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 import torch
-from tests.helpers import REFERENCE, REPO
+from tests.helpers import KEYS, REPO
 from safetensors.torch import save_file
 
 from exvideo_ms.checkpoint import CheckpointError, checkpoint_index, iter_checkpoint, load_checkpoint
@@ -20,7 +20,6 @@ from exvideo_ms.convert.converter import ConversionError, convert, make_plan
 from exvideo_ms.convert.sources import Source
 from exvideo_ms.models.svd import build_model
 
-KEYS = REFERENCE / "keys"
 CONVERT = [sys.executable, str(REPO / "svd_tools" / "convert.py"), "--quiet"]
 
 

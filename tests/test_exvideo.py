@@ -22,7 +22,7 @@ from exvideo_ms.models.exvideo import PositionalConv3d, positional_ids
 from exvideo_ms.models.svd import build_model
 from exvideo_ms.nn.embeddings import timestep_embedding
 from exvideo_ms.pipeline import PipelineError, SVDPipeline, window_spans, window_weights
-from tests.helpers import REFERENCE, REPO, rel_err
+from tests.helpers import KEYS, REPO, rel_err
 from tests.test_conversion import ShapesOnly, read_key_list
 
 N_POS = 32  # the tiny extended model's table (the published one has 128)
@@ -160,8 +160,8 @@ def test_export_refuses_a_checkpoint_without_the_extension(converted, tmp_path):
 
 @pytest.mark.parametrize("order", ["base_first", "patch_first"])
 def test_full_size_patch_covers_the_extended_network(order):
-    base = ShapesOnly(read_key_list(REFERENCE / "keys" / "sgm_svd_xt_keys.txt"), "svd_xt.safetensors")
-    patch = ShapesOnly(read_key_list(REFERENCE / "keys" / "exvideo_svd_128f_keys.txt"), "ExVideo.safetensors")
+    base = ShapesOnly(read_key_list(KEYS / "sgm_svd_xt_keys.txt"), "svd_xt.safetensors")
+    patch = ShapesOnly(read_key_list(KEYS / "exvideo_svd_128f_keys.txt"), "ExVideo.safetensors")
     assert len(patch.keys()) == 528 and set(patch.keys()) == set(diffsynth.patch_keys())
     sources = [base, patch] if order == "base_first" else [patch, base]
     plan = make_plan(sources, REPO / "configs" / "exvideo_svd_128f.yaml")
@@ -175,7 +175,7 @@ def test_block_indices_match_the_published_sections():
     """Each DiffSynth block index sits on the sgm module the key file names, with its channel count."""
     cfg = load_config(REPO / "configs" / "exvideo_svd_128f.yaml")
     shapes = {n: tuple(p.shape) for n, p in build_model(cfg, components=["unet"], allocate=False).parameters_and_names()}
-    sections = [line.split() for line in (REFERENCE / "keys" / "exvideo_svd_128f_keys.txt").read_text().splitlines()
+    sections = [line.split() for line in (KEYS / "exvideo_svd_128f_keys.txt").read_text().splitlines()
                 if line.startswith("## blocks.")]
     assert len(sections) == 16
     for _, block, channels, _, sgm_prefix, *_ in sections:
