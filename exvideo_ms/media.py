@@ -1,10 +1,18 @@
 """Images and videos in and out: loading a conditioning image, writing mp4 (OpenCV), GIF and PNG frames,
-reading video frames. Every writer goes through a temporary name and a rename, so a failed write never
-leaves a partial file under the final name."""
+reading video frames, and the output files of one run.
+
+Writers never overwrite and never leave a partial file: each writes under a hidden per-process temporary name
+in the destination folder and links it to its final name only when complete (``os.link`` fails if that name
+exists); on any error or interrupt the temporary is removed. ``RunOutputs`` gives one run's files a unique
+stem and removes them all again if the run fails.
+"""
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
@@ -12,14 +20,50 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
+WHITE = 255  # transparent pixels are composited over white, as an image viewer shows them
+SIXTEEN_BIT_MAX = 65535
+SIXTEEN_TO_EIGHT = 257  # 65535 / 255
+
 
 class MediaError(ValueError):
     """An image or video that cannot be read or written."""
 
 
+def _from_pil(image) -> np.ndarray:
+    """Any PIL mode a photo can have -> (H, W, 3) uint8 RGB, or MediaError naming the mode."""
+    from PIL import ImageOps
+    image = ImageOps.exif_transpose(image)  # camera orientation, as diffusers' load_image
+    mode = image.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        values = np.asarray(image, dtype=np.int64)
+        if values.min() < 0 or values.max() > SIXTEEN_BIT_MAX:
+            raise MediaError(f"{mode} image with values {values.min()}..{values.max()}: only 8- and 16-bit integer "
+                             f"images have a known range; convert it to 8-bit RGB")
+        gray = np.round(values / SIXTEEN_TO_EIGHT).astype(np.uint8)
+        logger.info("converting a 16-bit grayscale (%s) image to 8-bit RGB", mode)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode == "F":
+        raise MediaError("32-bit float (mode F) images have no defined range; convert it to 8-bit RGB")
+    has_alpha = "A" in image.getbands() or (mode == "P" and "transparency" in image.info)
+    if has_alpha:
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float64)
+        alpha = rgba[:, :, 3:] / 255.0
+        logger.info("compositing the %s image's transparency over white", mode)
+        return np.round(rgba[:, :, :3] * alpha + WHITE * (1.0 - alpha)).astype(np.uint8)
+    if mode != "RGB":
+        try:
+            image = image.convert("RGB")
+        except (ValueError, OSError) as e:
+            raise MediaError(f"cannot convert a {mode} image to RGB ({e})") from None
+        logger.info("converting %s image to RGB", mode)
+    return np.asarray(image, dtype=np.uint8).copy()
+
+
 def load_image(image) -> np.ndarray:
-    """A path, PIL image or (H, W, 3) uint8 array -> (H, W, 3) uint8 RGB. RGBA, LA, grayscale and palette
-    images are converted to RGB (alpha is dropped, with a log line)."""
+    """A path, PIL image or uint8 array -> (H, W, 3) uint8 RGB. Every PIL mode a photo can have is converted:
+    16-bit grayscale scaled to 8 bits, CMYK/YCbCr/palette/grayscale to RGB, transparency (RGBA, LA, PA, P with
+    a transparent colour; 4-channel arrays) composited over white; EXIF orientation applied. Float images
+    and values outside 16 bits are refused by name."""
     from PIL import Image, UnidentifiedImageError
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
@@ -29,21 +73,19 @@ def load_image(image) -> np.ndarray:
             with Image.open(path) as im:
                 im.load()
                 image = im.copy()
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             raise MediaError(f"{path}: not a readable image ({e})") from None
     if isinstance(image, Image.Image):
-        if image.mode != "RGB":
-            logger.info("converting %s image to RGB%s", image.mode,
-                        " (alpha channel dropped)" if "A" in image.getbands() else "")
-            image = image.convert("RGB")
-        return np.asarray(image, dtype=np.uint8).copy()
+        return _from_pil(image)
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8:
             raise MediaError(f"image array must be uint8 (H, W, 3), got dtype {image.dtype}")
         if image.ndim == 2:
             return np.repeat(image[:, :, None], 3, axis=2)
-        if image.ndim == 3 and image.shape[2] in (3, 4):
-            return np.ascontiguousarray(image[:, :, :3])
+        if image.ndim == 3 and image.shape[2] == 3:
+            return np.ascontiguousarray(image)
+        if image.ndim == 3 and image.shape[2] == 4:
+            return _from_pil(Image.fromarray(image, "RGBA"))
         raise MediaError(f"image array must have shape (H, W, 3), got {image.shape}")
     raise MediaError(f"image must be a path, a PIL image or a uint8 array, got {type(image).__name__}")
 
@@ -61,54 +103,156 @@ def to_uint8(frames: np.ndarray) -> np.ndarray:
     return np.round(np.clip(frames, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def _commit(tmp: Path, final: Path) -> None:
-    os.replace(tmp, final)
+def _temporary(final: Path) -> Path:
+    """A hidden name beside ``final``, unique to this process."""
+    return final.with_name(f".{final.name}.{os.getpid()}.tmp{final.suffix}")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _publish(final: Path):
+    """Yield a temporary path to write; on success link it to ``final`` (never replacing an existing file);
+    on any error or interrupt remove it."""
+    final = Path(final)
+    tmp = _temporary(final)
+    try:
+        yield tmp
+        if final.exists():
+            raise MediaError(f"{final} already exists; not overwritten")
+        if tmp.is_dir():
+            os.rename(tmp, final)  # a directory: its name was free just above
+        else:
+            try:
+                os.link(tmp, final)
+            except FileExistsError:
+                raise MediaError(f"{final} already exists; not overwritten") from None
+    finally:
+        _remove(tmp)
 
 
 def write_mp4(frames: np.ndarray, path: Union[str, Path], fps: float) -> Path:
-    """(T, H, W, 3) uint8 RGB -> mp4 (OpenCV ``mp4v``), atomically."""
+    """(T, H, W, 3) uint8 RGB -> mp4 (OpenCV ``mp4v``), complete or not at all."""
     import cv2
     path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    if not np.isfinite(fps) or fps <= 0:
+        raise MediaError(f"fps must be a positive number to write {path}, got {fps}")
     t, h, w, _ = frames.shape
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h))
-    if not writer.isOpened():
-        raise MediaError(f"OpenCV cannot open an mp4 writer for {path}")
-    try:
-        for frame in frames:
-            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    finally:
-        writer.release()
-    if not tmp.is_file() or tmp.stat().st_size == 0:
-        tmp.unlink(missing_ok=True)
-        raise MediaError(f"OpenCV wrote no data for {path}")
-    _commit(tmp, path)
+    with _publish(path) as tmp:
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h))
+        if not writer.isOpened():
+            raise MediaError(f"OpenCV cannot open an mp4 writer for {path}")
+        try:
+            for frame in frames:
+                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        finally:
+            writer.release()
+        if not tmp.is_file() or tmp.stat().st_size == 0:
+            raise MediaError(f"OpenCV wrote no data for {path}")
     return path
 
 
 def write_gif(frames: np.ndarray, path: Union[str, Path], fps: float) -> Path:
     from PIL import Image
     path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    if not np.isfinite(fps) or fps <= 0:
+        raise MediaError(f"fps must be a positive number to write {path}, got {fps}")
     images = [Image.fromarray(f) for f in frames]
-    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(round(1000 / fps)),
-                   loop=0)
-    _commit(tmp, path)
+    with _publish(path) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
+                       duration=int(round(1000 / fps)), loop=0)
     return path
 
 
 def write_pngs(frames: np.ndarray, folder: Union[str, Path]) -> Path:
-    """One PNG per frame in ``folder`` (written to ``folder.tmp`` and renamed)."""
+    """One PNG per frame in ``folder``, which must not exist yet."""
     from PIL import Image
     folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    for i, f in enumerate(frames):
-        Image.fromarray(f).save(tmp / f"{i:04d}.png")
-    if folder.exists():
-        raise MediaError(f"{folder} already exists")
-    os.replace(tmp, folder)
+    with _publish(folder) as tmp:
+        tmp.mkdir(parents=True)
+        for i, f in enumerate(frames):
+            Image.fromarray(f).save(tmp / f"{i:04d}.png")
     return folder
+
+
+def check_output_dir(path: Union[str, Path], what: str = "--output_dir") -> Path:
+    """Fail now, naming ``what``, if files cannot be written in ``path`` (a file, a folder without write
+    permission, a read-only or virtual file system): the folder chain is created, a probe file written and
+    removed, and whatever did not exist before is removed again."""
+    import tempfile
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise MediaError(f"{what} {path} is a file, not a folder")
+    missing, probe = [], path
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    if not probe.is_dir():
+        raise MediaError(f"{what} {path}: {probe} is a file, not a folder")
+    created = []
+    try:
+        for folder in reversed(missing):
+            folder.mkdir()
+            created.append(folder)
+        fd, name = tempfile.mkstemp(dir=path, prefix=".write-probe-")
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        raise MediaError(f"{what} {path}: cannot write there ({e.strerror or e})") from None
+    finally:
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+    return path
+
+
+class RunOutputs:
+    """The files of one run, named ``<stem><suffix>`` in ``folder`` with a stem no other run has: the stem is
+    claimed by creating ``<stem>.json`` exclusively (``base``, then ``base-1``, ``base-2``, ... when taken), so
+    concurrent runs never share names. ``rollback`` removes every file this run created, the claim included."""
+
+    def __init__(self, folder: Union[str, Path], base: str, suffixes: Sequence[str] = (".mp4", ".gif", "_frames")):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for i in itertools.count():
+            stem = base if i == 0 else f"{base}-{i}"
+            if any((self.folder / f"{stem}{s}").exists() for s in suffixes):
+                continue
+            try:
+                os.close(os.open(self.folder / f"{stem}.json", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            except FileExistsError:
+                continue
+            break
+        self.stem = stem
+        self.created: List[Path] = [self.folder / f"{stem}.json"]
+
+    def path(self, suffix: str) -> Path:
+        return self.folder / f"{self.stem}{suffix}"
+
+    def add(self, path: Path) -> Path:
+        self.created.append(Path(path))
+        return Path(path)
+
+    def write_sidecar(self, text: str) -> Path:
+        """Fill the claimed ``<stem>.json`` (written beside it and moved over it: the claim is this run's)."""
+        final = self.path(".json")
+        tmp = _temporary(final)
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return final
+
+    def rollback(self) -> None:
+        for path in reversed(self.created):
+            _remove(path)
+        self.created = []
 
 
 def read_video(path: Union[str, Path], start: int = 0, count: Optional[int] = None, step: int = 1) -> np.ndarray:
