@@ -158,6 +158,9 @@ class SamplingConfig:
     post_normalize: bool = False
     decode_window: Optional[int] = None
     decode_stride: Optional[int] = None
+    # windowed decoding: also decode the window overlap mirrored at both ends, so the first and last frames
+    # are blended from as many windows as the others (a VAE trained on short clips shows a jump there otherwise)
+    decode_reflect: bool = False
 
 
 @dataclass(frozen=True)
@@ -274,6 +277,9 @@ def load_config(path: Union[str, Path]) -> SVDConfig:
         raise ConfigError(f"config file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a YAML text file (a checkpoint? pass weights with --SVD.checkpoint / "
+                          f"--model.checkpoint)") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(data, dict):

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Union
 
 import mindspore as ms
 import numpy as np
@@ -34,43 +34,22 @@ from exvideo_ms.models.conditioner import added_time_ids, added_time_vector
 from exvideo_ms.models.image_encoder import preprocess
 from exvideo_ms.models.svd import SVDModel, build_model
 from exvideo_ms.nn.precision import cast_weights
+from exvideo_ms.settings import Settings, SettingsError, latent_factor, resolve_settings
 
 logger = logging.getLogger(__name__)
 
-CFG_MODES = ("batch", "sequential")
 OUTPUT_TYPES = ("np", "float", "latent")
 
 
-class PipelineError(ValueError):
-    """Arguments the pipeline cannot run with."""
+PipelineError = SettingsError  # arguments the pipeline cannot run with (the name callers catch)
 
 
 @dataclass
-class Settings:
-    """Everything that determines a generated video (written to the CLI's JSON sidecar)."""
+class Generation:
+    """What ``SVDPipeline.generate`` made, and the settings that made it."""
 
-    height: int
-    width: int
-    num_frames: int
-    num_inference_steps: int
-    min_guidance_scale: float
-    max_guidance_scale: float
-    fps: int
-    motion_bucket_id: int
-    noise_aug_strength: float
-    decode_chunk_size: int
-    seed: int
-    cfg_mode: str
-    dtype: Optional[str]
-    latents_given: bool = False
-    decode_window: Optional[int] = None
-    decode_stride: Optional[int] = None
-    contrast_enhance_scale: float = 1.0
-    post_normalize: bool = False
-    denoising_strength: float = 1.0
-    input_video_frames: int = 0
-    mask_frame_ids: tuple = ()
-    timings: dict = field(default_factory=dict)
+    frames: np.ndarray  # (T, H, W, 3): uint8 for output_type "np", float in [0, 1] for "float"; latents for "latent"
+    settings: Settings
 
 
 def _to_frames(decoded: np.ndarray) -> np.ndarray:
@@ -116,11 +95,6 @@ def keyframe_denoiser(denoise: Callable, key_latents: Tensor, ids, noise: np.nda
     return denoise_with_keys
 
 
-def _check_positive(name: str, value) -> None:
-    if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
-        raise PipelineError(f"{name} must be an integer >= 1, got {value!r}")
-
-
 class SVDPipeline:
     def __init__(self, model: SVDModel, cfg: SVDConfig, dtype: Optional[str] = "auto"):
         """``dtype`` casts the UNet and image encoder, norms excepted: fp32, fp16, bf16, or auto (the backend's
@@ -144,7 +118,6 @@ class SVDPipeline:
             if dtype is not None:
                 cast_weights(cell, backend.DTYPES[dtype])
         self.vae.set_train(False)  # stays float32, as diffusers' force_upcast and sgm's disabled first-stage AMP
-        self.last_settings: Optional[Settings] = None
 
     @classmethod
     def from_config(cls, config: Union[str, Path, SVDConfig], checkpoint=None, dtype: str = "auto") -> "SVDPipeline":
@@ -159,34 +132,6 @@ class SVDPipeline:
             model = build_model(cfg, allocate=False)  # no random init: the checkpoint fills every parameter
             load_checkpoint(model, checkpoint)
         return cls(model, cfg, dtype)
-
-    # ------------------------------------------------------------------------------------------- geometry
-    @property
-    def size_multiple(self) -> int:
-        """Image sides must be multiples of this: the VAE's 2^(levels−1) times the UNet's 2^(levels−1)."""
-        return 2 ** (len(self.cfg.vae.ch_mult) - 1) * 2 ** (len(self.cfg.unet.channel_mult) - 1)
-
-    @property
-    def latent_factor(self) -> int:
-        return 2 ** (len(self.cfg.vae.ch_mult) - 1)
-
-    def resolve_size(self, image_hw, height: Optional[int], width: Optional[int]):
-        m = self.size_multiple
-        h0, w0 = image_hw
-        if height is None:
-            height = max(m, int(round(h0 / m)) * m)
-            if height != h0:
-                logger.info("height %d is not a multiple of %d: generating at %d (the image is resized, not cropped)",
-                            h0, m, height)
-        if width is None:
-            width = max(m, int(round(w0 / m)) * m)
-            if width != w0:
-                logger.info("width %d is not a multiple of %d: generating at %d (the image is resized, not cropped)",
-                            w0, m, width)
-        for name, v in (("height", height), ("width", width)):
-            if not isinstance(v, (int, np.integer)) or v < m or v % m:
-                raise PipelineError(f"{name} must be a positive multiple of {m} for this model, got {v!r}")
-        return int(height), int(width)
 
     # ----------------------------------------------------------------------------------------- conditioning
     def encode_image(self, image: np.ndarray) -> Tensor:
@@ -255,10 +200,18 @@ class SVDPipeline:
             out.append(self.vae.decode(part, part.shape[0]).asnumpy())
         return _to_frames(np.concatenate(out, 0))
 
-    def decode_windowed(self, latents: Tensor, window: int, stride: int, progress: bool = True) -> np.ndarray:
+    def decode_windowed(self, latents: Tensor, window: int, stride: int, progress: bool = True,
+                        reflect: bool = False) -> np.ndarray:
         """Decode overlapping temporal windows and blend them with linear ramps (ExVideo's ``decode_video``):
-        memory is that of one window whatever the length, and no window border shows a seam."""
+        memory is that of one window whatever the length, and no window border shows a seam. ``reflect``:
+        the overlap (window − stride frames) is mirrored at both ends first and cut off after, so the first
+        and last frames are blended from as many windows as every other frame."""
         z = latents / self.cfg.vae.scale_factor
+        n = z.shape[0]
+        pad = min(window - stride, n - 1) if reflect else 0
+        if pad:  # frames pad..1, 0..n-1, n-2..n-1-pad
+            order = list(range(pad, 0, -1)) + list(range(n)) + list(range(n - 2, n - 2 - pad, -1))
+            z = ops.gather(z, Tensor(np.asarray(order, np.int32)), 0)
         t = z.shape[0]
         acc, weight = None, np.zeros((t, 1, 1, 1), np.float64)
         for start, end in tqdm(window_spans(t, window, stride), desc="decoding", disable=not progress):
@@ -268,89 +221,37 @@ class SVDPipeline:
                 acc = np.zeros((t,) + part.shape[1:], np.float64)
             acc[start:end] += part * w
             weight[start:end] += w
-        return _to_frames((acc / weight).astype(np.float32))
+        frames = _to_frames((acc / weight).astype(np.float32))
+        return frames[pad:t - pad] if pad else frames
 
     # ----------------------------------------------------------------------------------------------- call
-    def __call__(self, image, height: Optional[int] = None, width: Optional[int] = None,
-                 num_frames: Optional[int] = None, num_inference_steps: Optional[int] = None,
-                 min_guidance_scale: Optional[float] = None, max_guidance_scale: Optional[float] = None,
-                 fps: Optional[int] = None, motion_bucket_id: Optional[int] = None,
-                 noise_aug_strength: Optional[float] = None, decode_chunk_size: Optional[int] = None,
-                 seed: Optional[int] = None, latents=None, output_type: str = "np", cfg_mode: str = "batch",
-                 progress: bool = True, decode_window: Optional[int] = None, decode_stride: Optional[int] = None,
-                 contrast_enhance_scale: Optional[float] = None, post_normalize: Optional[bool] = None,
-                 denoising_strength: float = 1.0, input_video=None, mask_frames=None,
-                 mask_frame_ids: Optional[Sequence[int]] = None) -> np.ndarray:
-        """Generate a video from ``image``; see the module docstring. ExVideo options:
+    def __call__(self, image, **options) -> np.ndarray:
+        """Generate a video from ``image`` and return its frames (``generate`` also returns the settings)."""
+        return self.generate(image, **options).frames
+
+    def generate(self, image, latents=None, output_type: str = "np", progress: bool = True, input_video=None,
+                 mask_frames=None, **options) -> Generation:
+        """Generate a video from ``image``: settings → condition → sample → decode. ``options`` are those of
+        ``settings.resolve_settings`` (diffusers' argument names; unset ones from the config's ``sampling``).
+        ExVideo options:
 
         - ``contrast_enhance_scale``, ``post_normalize``: latent post-processing before decoding;
-        - ``decode_window``/``decode_stride``: blended overlapping temporal windows (default from the config;
-          an explicit ``decode_chunk_size`` selects plain chunked decoding instead);
+        - ``decode_window``/``decode_stride``/``decode_reflect``: blended overlapping temporal windows (default
+          from the config; an explicit ``decode_chunk_size`` selects plain chunked decoding instead);
         - ``denoising_strength`` < 1 with ``input_video`` (frames resized to the output size): video-to-video
           refinement, starting from the encoded video noised to the schedule's first σ;
         - ``mask_frames`` at ``mask_frame_ids``: keyframes, re-noised to the current σ before every step.
         """
-        s = self.cfg.sampling
-        num_frames = s.num_frames if num_frames is None else num_frames
-        steps = s.num_steps if num_inference_steps is None else num_inference_steps
-        min_cfg = s.min_cfg if min_guidance_scale is None else float(min_guidance_scale)
-        max_cfg = s.max_cfg if max_guidance_scale is None else float(max_guidance_scale)
-        fps = s.fps if fps is None else fps
-        motion_bucket_id = s.motion_bucket_id if motion_bucket_id is None else motion_bucket_id
-        noise_aug = s.noise_aug_strength if noise_aug_strength is None else float(noise_aug_strength)
-        contrast = s.contrast_enhance_scale if contrast_enhance_scale is None else float(contrast_enhance_scale)
-        post_normalize = s.post_normalize if post_normalize is None else bool(post_normalize)
-        if decode_chunk_size is None and decode_window is None:
-            decode_window, decode_stride = s.decode_window, s.decode_stride
-        chunk = decode_chunk_size or s.decode_chunk_size or num_frames
-        _check_positive("num_frames", num_frames)
-        _check_positive("num_inference_steps", steps)
-        _check_positive("decode_chunk_size", decode_chunk_size)
-        _check_positive("decode_window", decode_window)
-        if decode_window is not None:
-            decode_stride = decode_stride or max(1, decode_window // 2)
-            _check_positive("decode_stride", decode_stride)
-            if decode_stride > decode_window:
-                raise PipelineError(f"decode_stride {decode_stride} > decode_window {decode_window} leaves frames out")
-        if cfg_mode not in CFG_MODES:
-            raise PipelineError(f"cfg_mode must be one of {CFG_MODES}, got {cfg_mode!r}")
         if output_type not in OUTPUT_TYPES:
             raise PipelineError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
-        if self.cfg.exvideo is not None and num_frames > self.cfg.exvideo.num_positions:
-            raise PipelineError(f"num_frames {num_frames} exceeds this model's maximum of "
-                                f"{self.cfg.exvideo.num_positions} frames (its learned position table)")
-        if not 0.0 < denoising_strength <= 1.0:
-            raise PipelineError(f"denoising_strength must be in (0, 1], got {denoising_strength}")
-        if (input_video is not None) != (denoising_strength < 1.0):
-            raise PipelineError("video-to-video needs both input_video and denoising_strength < 1 "
-                                f"(got input_video={'given' if input_video is not None else None}, "
-                                f"denoising_strength={denoising_strength})")
-        mask_frame_ids = tuple(int(i) for i in (mask_frame_ids or ()))
-        if (mask_frames is None) != (not mask_frame_ids):
-            raise PipelineError("keyframes need both mask_frames and mask_frame_ids")
-        if any(not 0 <= i < num_frames for i in mask_frame_ids):
-            raise PipelineError(f"mask_frame_ids {list(mask_frame_ids)} must lie in [0, {num_frames})")
-
         image = load_image(image)
-        height, width = self.resolve_size(image.shape[:2], height, width)
-        if seed is None:
-            seed = int(np.random.SeedSequence().entropy % (2 ** 31))
-        rng = np.random.default_rng(seed)
-        settings = Settings(height, width, num_frames, steps, min_cfg, max_cfg, fps, motion_bucket_id, noise_aug,
-                            chunk, seed, cfg_mode, self.dtype, latents is not None, decode_window, decode_stride,
-                            contrast, post_normalize, denoising_strength, 0, mask_frame_ids)
-        f = self.latent_factor
-        latent_shape = (num_frames, self.cfg.vae.z_channels, height // f, width // f)
-        t0 = time.perf_counter()
-
-        clip = self.encode_image(image)
-        sized = resize(image, width, height)
-        if sized is not image:
-            logger.info("resized the image from %dx%d to %dx%d", image.shape[1], image.shape[0], width, height)
-        cond_latent = self.encode_condition(sized, noise_aug, rng)
-        ids = added_time_ids(fps, motion_bucket_id, noise_aug)[None]
-        vector = added_time_vector(Tensor(ids), self.cfg.conditioning.addition_time_embed_dim)
-
+        settings = resolve_settings(self.cfg, image.shape[:2], dtype=self.dtype, latents_given=latents is not None,
+                                    input_video_given=input_video is not None,
+                                    mask_frames_given=mask_frames is not None, **options)
+        st, s = settings, self.cfg.sampling
+        rng = np.random.default_rng(st.seed)
+        f = latent_factor(self.cfg)
+        latent_shape = (st.num_frames, self.cfg.vae.z_channels, st.height // f, st.width // f)
         if latents is None:
             noise = rng.standard_normal(latent_shape).astype(np.float32)
         else:
@@ -358,36 +259,47 @@ class SVDPipeline:
             noise = noise.reshape(noise.shape[-4:]) if noise.ndim == 5 and noise.shape[0] == 1 else noise
             if noise.shape != latent_shape:
                 raise PipelineError(f"latents must have shape {latent_shape} (frames, channels, h, w), got {noise.shape}")
-        if denoising_strength < 1.0:
-            sigmas = karras_sigmas_strength(steps, s.sigma_min, s.sigma_max, s.rho, denoising_strength)
-            video = self.encode_video(input_video, num_frames, width, height)
-            settings.input_video_frames = num_frames
+        t0 = time.perf_counter()
+
+        clip = self.encode_image(image)
+        sized = resize(image, st.width, st.height)
+        if sized is not image:
+            logger.info("resized the image from %dx%d to %dx%d", image.shape[1], image.shape[0], st.width, st.height)
+        cond_latent = self.encode_condition(sized, st.noise_aug_strength, rng)
+        ids = added_time_ids(st.fps, st.motion_bucket_id, st.noise_aug_strength)[None]
+        vector = added_time_vector(Tensor(ids), self.cfg.conditioning.addition_time_embed_dim)
+
+        if st.denoising_strength < 1.0:
+            sigmas = karras_sigmas_strength(st.num_inference_steps, s.sigma_min, s.sigma_max, s.rho,
+                                            st.denoising_strength)
+            video = self.encode_video(input_video, st.num_frames, st.width, st.height)
+            st.input_video_frames = st.num_frames
             x = video + Tensor(noise * np.float32(sigmas[0]))  # add_noise: x0 + σ0·ε
         else:
-            sigmas = karras_sigmas(steps, s.sigma_min, s.sigma_max, s.rho)
+            sigmas = karras_sigmas(st.num_inference_steps, s.sigma_min, s.sigma_max, s.rho)
             x = Tensor(noise * np.float32(initial_noise_scale(sigmas[0])))
 
-        guided = uses_guidance(min_cfg, max_cfg)
-        denoiser = self.make_denoiser(clip, cond_latent, vector, num_frames,
-                                      frame_scales(min_cfg, max_cfg, num_frames), guided, cfg_mode)
-        if mask_frame_ids:
-            keys = self.encode_video(mask_frames, len(mask_frame_ids), width, height, what="mask_frames")
-            denoiser = keyframe_denoiser(denoiser, keys, mask_frame_ids, noise)
+        guided = uses_guidance(st.min_guidance_scale, st.max_guidance_scale)
+        denoiser = self.make_denoiser(clip, cond_latent, vector, st.num_frames,
+                                      frame_scales(st.min_guidance_scale, st.max_guidance_scale, st.num_frames),
+                                      guided, st.cfg_mode)
+        if st.mask_frame_ids:
+            keys = self.encode_video(mask_frames, len(st.mask_frame_ids), st.width, st.height, what="mask_frames")
+            denoiser = keyframe_denoiser(denoiser, keys, st.mask_frame_ids, noise)
         t1 = time.perf_counter()
         x = sample_euler(denoiser, x, sigmas, disable=not progress)
         t2 = time.perf_counter()
-        settings.timings = {"conditioning_s": t1 - t0, "sampling_s": t2 - t1}
-        self.last_settings = settings
-        if post_normalize or contrast != 1.0:
-            x = post_process_latents(x, post_normalize, contrast)
+        st.timings = {"conditioning_s": t1 - t0, "sampling_s": t2 - t1}
+        if st.post_normalize or st.contrast_enhance_scale != 1.0:
+            x = post_process_latents(x, st.post_normalize, st.contrast_enhance_scale)
         if output_type == "latent":
-            return x.asnumpy()
-        if decode_window is not None:
-            frames = self.decode_windowed(x, decode_window, decode_stride, progress)
+            return Generation(x.asnumpy(), st)
+        if st.decode_window is not None:
+            frames = self.decode_windowed(x, st.decode_window, st.decode_stride, progress, st.decode_reflect)
         else:
-            frames = self.decode(x, chunk, progress)
-        settings.timings["decoding_s"] = time.perf_counter() - t2
-        return to_uint8(frames) if output_type == "np" else frames.astype(np.float32)
+            frames = self.decode(x, st.decode_chunk_size, progress)
+        st.timings["decoding_s"] = time.perf_counter() - t2
+        return Generation(to_uint8(frames) if output_type == "np" else frames.astype(np.float32), st)
 
     def encode_video(self, frames, count: int, width: int, height: int, what: str = "input_video") -> Tensor:
         """Frames (path, folder, list or array) resized to width×height -> latents × the encode scale."""
@@ -396,6 +308,3 @@ class SVDPipeline:
             raise PipelineError(f"{what} has {len(frames)} frames, expected {count}")
         frames = np.stack([resize(fr, width, height) for fr in frames])
         return self.encode_frames(frames) * self.cfg.vae.encode_scale
-
-    def settings_dict(self) -> dict:
-        return asdict(self.last_settings) if self.last_settings else {}

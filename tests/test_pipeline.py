@@ -76,7 +76,10 @@ def test_same_seed_same_video_and_seed_matters(ours, image):
     b = run_ours(ours, image, None, seed=7, **kw)
     c = run_ours(ours, image, None, seed=8, **kw)
     assert np.array_equal(a, b) and not np.allclose(a, c)
-    assert ours.last_settings.seed == 8
+    ms.set_context(mode=ms.GRAPH_MODE)
+    made = ours.generate(Image.fromarray(image), num_frames=FRAMES, num_inference_steps=4, min_guidance_scale=1.0,
+                         max_guidance_scale=2.5, noise_aug_strength=0.02, seed=8, output_type="float", progress=False)
+    assert made.settings.seed == 8 and np.array_equal(made.frames, c)
 
 
 def test_graph_equals_pynative_and_sequential_cfg_equals_batched(ours, image, noise):
@@ -114,6 +117,17 @@ def test_uint8_output_and_image_forms(ours, image, noise, tmp_path):
     (dict(height=100), "height must be a positive multiple of 64"),
     (dict(cfg_mode="parallel"), "cfg_mode must be one of"),
     (dict(latents=np.zeros((3, 4, 8, 16), np.float32)), r"latents must have shape \(8, 4, 8, 16\)"),
+    (dict(noise_aug_strength=float("nan")), "noise_aug_strength must be a finite number, got nan"),
+    (dict(min_guidance_scale=float("inf")), "min_guidance_scale must be a finite number"),
+    (dict(max_guidance_scale=-1.0), "max_guidance_scale must be >= 0.0"),
+    (dict(fps=0), "fps must be an integer >= 1, got 0"),
+    (dict(fps=7.5), "fps must be an integer, got 7.5"),
+    (dict(motion_bucket_id=-1), "motion_bucket_id must be an integer >= 0, got -1"),
+    (dict(seed=-3), "seed must be an integer >= 0, got -3"),
+    (dict(contrast_enhance_scale=0.0), "contrast_enhance_scale must be > 0.0"),
+    (dict(denoising_strength=float("nan")), "denoising_strength must be a finite number"),
+    (dict(post_normalize="yes"), "post_normalize must be true or false"),
+    (dict(output_type="pil"), "output_type must be one of"),
 ])
 def test_bad_arguments(ours, image, kw, message):
     args = dict(num_frames=FRAMES, num_inference_steps=1, progress=False)
@@ -122,11 +136,17 @@ def test_bad_arguments(ours, image, kw, message):
         ours(image, **args)
 
 
-def test_default_size_rounds_to_64_with_a_log_line(ours, caplog):
-    with caplog.at_level(logging.INFO, logger="exvideo_ms.pipeline"):
-        assert ours.resolve_size((100, 150), None, None) == (128, 128)
+def test_default_size_rounds_to_64_with_a_log_line_unless_the_config_sets_it(ours, caplog):
+    import dataclasses
+
+    from exvideo_ms.settings import resolve_size
+    with caplog.at_level(logging.INFO, logger="exvideo_ms.settings"):
+        assert resolve_size(ours.cfg, (100, 150), None, None) == (128, 128)
     assert "height 100 is not a multiple of 64: generating at 128" in caplog.text
-    assert ours.resolve_size((64, 128), None, None) == (64, 128)
+    assert resolve_size(ours.cfg, (64, 128), None, None) == (64, 128)
+    sized = dataclasses.replace(ours.cfg, sampling=dataclasses.replace(ours.cfg.sampling, height=192, width=256))
+    assert resolve_size(sized, (64, 128), None, None) == (192, 256)  # the config's size, when it has one
+    assert resolve_size(sized, (64, 128), 64, None) == (64, 256)  # an argument wins
 
 
 def test_bf16_is_refused_on_cpu(ours):

@@ -14,7 +14,7 @@ from mindspore import Parameter, mint, nn, ops
 from mindspore.common.initializer import Initializer
 
 from exvideo_ms.backend import Choices
-from exvideo_ms.config import ExVideoConfig
+from exvideo_ms.config import ExVideoConfig, UNetConfig
 from exvideo_ms.nn.embeddings import timestep_embedding
 from exvideo_ms.nn.layers import Conv3d, conv3d_precision
 
@@ -92,6 +92,21 @@ class PositionalConv3d(Conv3d):
             v = reflect_pad1(v, axis)
         v = super().construct(v)
         return mint.permute(v, (0, 2, 3, 4, 1)).reshape(bt, s, c)
+
+
+def check_geometry(unet: UNetConfig, num_frames: int, latent_h: int, latent_w: int) -> None:
+    """The reflect-padded positional conv needs 2 frames and 2×2 tokens at every attention level: raise a
+    ValueError naming what is too small, before any graph runs."""
+    h, w, ds = latent_h, latent_w, 1
+    smallest = (h, w)
+    for _ in range(len(unet.channel_mult) - 1):
+        h, w, ds = (h + 1) // 2, (w + 1) // 2, ds * 2  # Downsample: conv 3x3, stride 2, padding 1
+        if ds in unet.attention_resolutions:
+            smallest = (h, w)
+    if num_frames < 2 or min(smallest) < 2:
+        raise ValueError(f"ExVideo's reflect-padded positional conv needs at least 2 frames and 2x2 latents at every "
+                         f"attention level; got {num_frames} frame(s) and {smallest[0]}x{smallest[1]} latents at the "
+                         f"deepest level (use more frames or a larger image)")
 
 
 def extension_layers(cfg: ExVideoConfig, channels: int, choices: Choices) -> dict:
