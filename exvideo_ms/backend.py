@@ -220,7 +220,7 @@ def setup_device(device_target: Optional[str] = None, mode: int = 1, device_id: 
     if device_target not in DEVICES:
         raise ValueError(f"device_target must be one of {DEVICES}, got {device_target!r}")
     if device_target != "CPU" and not _available(device_target):
-        raise RuntimeError(f"device_target {device_target} is not available in this MindSpore installation "
+        raise ValueError(f"device_target {device_target} is not available in this MindSpore installation "
                            f"(mindspore {ms.__version__}); available here: "
                            f"{', '.join(d for d in DEVICES if d == 'CPU' or _available(d))}")
     if mode not in (0, 1):

@@ -87,7 +87,7 @@ def cast(array: np.ndarray, dtype: str) -> np.ndarray:
 class _AtomicFile:
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")  # unique per process
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.f = open(self.tmp, "wb")
 

@@ -39,7 +39,7 @@ YAML config of the converted model is written beside the output.
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, epilog=SOURCES_HELP,
+    parser = argparse.ArgumentParser(description=__doc__, epilog=SOURCES_HELP, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", action="append", required=True, metavar="PATH",
                         help="weights file or diffusers folder (repeatable: a base and a patch)")
@@ -52,6 +52,8 @@ def main(argv=None) -> int:
                              "configs/exvideo_svd_128f.yaml with a patch)")
     parser.add_argument("--allow-pickle", action="store_true",
                         help="allow pickled PyTorch sources (.ckpt/.pt/.pth/.bin)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output and its YAML (a source is never written onto)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -62,7 +64,7 @@ def main(argv=None) -> int:
     from exvideo_ms.convert.sources import SourceError
     try:
         plan = convert(args.source, args.output, args.dtype, args.config, args.allow_pickle,
-                       progress=not args.quiet)
+                       progress=not args.quiet, overwrite=args.overwrite)
     except (ConversionError, SourceError, ConfigError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -12,11 +12,20 @@ import sys
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--checkpoint", required=True, help="our .ckpt or .safetensors")
     p.add_argument("--output", required=True, help="patch to write (.safetensors)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
+    from pathlib import Path
+    if Path(a.output).exists() and not a.overwrite:
+        print(f"error: {a.output} already exists; pass --overwrite to replace it", file=sys.stderr)
+        return 2
+    if Path(a.output).resolve() == Path(a.checkpoint).resolve():
+        print(f"error: --output {a.output} is the --checkpoint it reads", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     from exvideo_ms.checkpoint import CheckpointError
     from exvideo_ms.convert.diffsynth import export_patch

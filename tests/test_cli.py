@@ -1,7 +1,9 @@
 """image_to_video.py end to end on the tiny converted model, and its refusals (exit code 2, no output)."""
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,30 +50,173 @@ def test_generates_mp4_gif_and_sidecar_from_a_yaml_config(converted, image_path,
     assert side["versions"]["mindspore"] == mindspore.__version__
 
 
-@pytest.mark.parametrize("case", ["missing_image", "corrupt_image", "mismatched_checkpoint", "zero_frames",
-                                  "zero_chunk", "no_checkpoint"])
-def test_bad_inputs_exit_2_and_write_nothing(case, converted, image_path, tmp_path):
+def run_in_process(args, capsys):
+    """image_to_video.main in this process: (exit code, stderr)."""
+    import image_to_video
+    try:
+        code = image_to_video.main(args)
+    except SystemExit as e:  # the parser's own errors
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+BAD_INPUTS = {  # case: (extra arguments, expected message)
+    "missing_image": (["--image", "{tmp}/nope.png"], "image not found"),
+    "corrupt_image": (["--image", "{tmp}/bad.jpg"], "not a readable image"),
+    "mismatched_checkpoint": (["--SVD.config", "{repo}/tests/configs/tiny.yaml", "--SVD.checkpoint", "{ckpt}"],
+                              "does not match the network"),
+    "zero_frames": (["--SVD.num_frames", "0"], "num_frames must be an integer >= 1, got 0"),
+    "zero_chunk": (["--SVD.decode_chunk_size", "0"], "decode_chunk_size must be an integer >= 1"),
+    "no_checkpoint": (["--SVD.config", "{repo}/tests/configs/tiny.yaml"], "no checkpoint"),
+    "nan_noise_aug_in_yaml": (["--config", "{tmp}/nan.yaml"], "noise_aug_strength must be a finite number, got nan"),
+    "nan_min_cfg_in_yaml": (["--config", "{tmp}/nan_cfg.yaml"], "min_guidance_scale must be a finite number"),
+    "zero_fps": (["--SVD.fps", "0"], "fps must be an integer >= 1, got 0"),
+    "negative_motion_bucket": (["--SVD.motion_bucket_id", "-5"], "motion_bucket_id must be an integer >= 0"),
+    "negative_seed": (["--seed", "-1"], "seed must be an integer >= 0"),
+    "abbreviated_option": (["--SVD.num_frame", "3"], "unrecognized arguments: --SVD.num_frame"),
+    "checkpoint_twice": (["--SVD.checkpoint", "{ckpt}", "--SVD.checkpoint", "{ckpt}"],
+                         "--SVD.checkpoint is given more than once"),
+    "one_frame_exvideo": (["--SVD.config", "{repo}/tests/configs/tiny_exvideo.yaml", "--SVD.checkpoint", "{ckpt}",
+                           "--SVD.num_frames", "1"], "needs at least 2 frames and 2x2 latents"),
+    "checkpoint_as_config": (["--SVD.config", "{ckpt}"], "not a YAML text file (a checkpoint?"),
+    "absent_device": (["--device_target", "GPU"], "device_target GPU is not available"),
+    "compile_cache_is_a_file": (["--mode", "0", "--compile_cache", "{tmp}/a_file"],
+                                "--compile_cache {tmp}/a_file is a file, not a folder"),
+    "output_dir_is_a_file": (["--output_dir", "{tmp}/a_file"], "--output_dir {tmp}/a_file is a file, not a folder"),
+    "input_video_length": (["--SVD.denoising_strength", "0.5", "--SVD.input_video", "{tmp}/frames"],
+                           "--SVD.input_video has 1 frames, expected 2"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_inputs_exit_2_before_loading_weights_and_write_nothing(case, converted, image_path, tmp_path, capsys,
+                                                                    monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MindSpore's failure dumps would land here
     out = tmp_path / "out"
-    args = ["--mode", "1", "--output_dir", str(out), "--image", str(image_path),
-            "--SVD.config", str(converted[1]), "--SVD.sampling_steps", "1", "--SVD.num_frames", "2"]
-    expected = {"missing_image": "image not found", "corrupt_image": "not a readable image",
-                "mismatched_checkpoint": "does not match the network", "zero_frames": "num_frames must be",
-                "zero_chunk": "decode_chunk_size must be", "no_checkpoint": "no checkpoint"}[case]
-    if case == "missing_image":
-        args[args.index("--image") + 1] = str(tmp_path / "nope.png")
-    elif case == "corrupt_image":
-        bad = tmp_path / "bad.jpg"
-        bad.write_bytes(b"\xff\xd8\xff\xe0 broken")
-        args[args.index("--image") + 1] = str(bad)
-    elif case == "mismatched_checkpoint":
-        args += ["--SVD.config", str(REPO / "tests" / "configs" / "tiny.yaml"), "--SVD.checkpoint", str(converted[0])]
-    elif case == "zero_frames":
-        args += ["--SVD.num_frames", "0"]
-    elif case == "zero_chunk":
-        args += ["--SVD.decode_chunk_size", "0"]
-    elif case == "no_checkpoint":
-        args += ["--SVD.config", str(REPO / "tests" / "configs" / "tiny.yaml")]
-    r = run(args)
-    assert r.returncode == 2, r.stderr[-2000:]
-    assert expected in r.stderr
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 broken")
+    (tmp_path / "a_file").write_text("not a folder")
+    (tmp_path / "frames").mkdir()
+    Image.fromarray(np.zeros((64, 128, 3), np.uint8)).save(tmp_path / "frames" / "0.png")
+    base = {"mode": 1, "image": str(image_path), "output_dir": str(out),
+            "SVD": {"config": str(converted[1]), "sampling_steps": 1, "num_frames": 2}}
+    for name, key in (("nan.yaml", "noise_aug_strength"), ("nan_cfg.yaml", "min_cfg")):
+        (tmp_path / name).write_text(yaml.safe_dump(base).replace("sampling_steps: 1", f"sampling_steps: 1\n  {key}: .nan"))
+    args = ["--mode", "1", "--output_dir", str(out), "--image", str(image_path), "--SVD.config", str(converted[1]),
+            "--SVD.sampling_steps", "1", "--SVD.num_frames", "2"]
+    extra, expected = BAD_INPUTS[case]
+    fill = dict(tmp=tmp_path, repo=REPO, ckpt=converted[0])
+    extra = [a.format(**fill) for a in extra]
+    for flag in ("--image", "--output_dir", "--mode", "--SVD.config", "--SVD.num_frames"):  # the case's value wins
+        if flag in extra and flag in args:
+            i = args.index(flag)
+            del args[i:i + 2]
+    if case.endswith("in_yaml"):
+        args = []
+    if case != "mismatched_checkpoint":  # every other case is refused before a weight is read
+        def no_weights(*a, **k):
+            raise AssertionError("weights were loaded before the input was refused")
+        monkeypatch.setattr("exvideo_ms.pipeline.load_checkpoint", no_weights)
+    code, err = run_in_process(args + extra, capsys)
+    assert code == 2, err[-2000:]
+    assert expected.format(**fill) in err
+    assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1
     assert not out.exists() or not any(out.iterdir())
+    assert not (tmp_path / "rank_0").exists()
+
+
+def test_help_describes_every_option():
+    """Every option of image_to_video.py and train.py says what it means; enumerations list their choices."""
+    import image_to_video
+    import train
+    for module in (image_to_video, train):
+        parser = module.build_parser()
+        text = parser.format_help()
+        assert re.search(r"\n +python \S+\.py --", text)  # the examples keep their lines
+        for action in parser._actions:
+            if not action.option_strings or action.dest in ("help", "print_config"):
+                continue
+            if action.help and action.help.startswith("Path to a configuration file"):
+                continue  # jsonargparse's --SVD / --train group loaders
+            assert action.help and not action.help.startswith("(") and action.help.strip() != "", action.dest
+    svd = image_to_video.build_parser().format_help()
+    assert "--SVD.cfg_mode {batch,sequential}" in svd and "--gif, --no_gif" in svd
+    assert "--train.mode {exvideo,temporal_only,full}" in train.build_parser().format_help()
+
+
+def test_sigterm_is_an_interrupt_and_every_clean_up_runs(tmp_path):
+    import os
+    import signal
+
+    from exvideo_ms import cli
+    marker = tmp_path / "partial"
+
+    def work():
+        marker.write_text("x")
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+        finally:
+            marker.unlink()
+
+    assert cli.run(work) == cli.EXIT_INTERRUPTED and not marker.exists()
+
+
+def test_three_runs_into_one_folder_at_once_keep_three_videos(converted, image_path, tmp_path):
+    """Same image, same folder, started together: three videos, each sidecar naming its own existing files."""
+    out = tmp_path / "out"
+    procs = [subprocess.Popen(CLI + ["--mode", "1", "--image", str(image_path), "--output_dir", str(out),
+                                     "--SVD.config", str(converted[1]), "--SVD.num_frames", "2",
+                                     "--SVD.sampling_steps", "1", "--seed", str(seed), "--gif"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for seed in (1, 2, 3)]
+    errs = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [e[-1500:] for e in errs]
+    sidecars = sorted(out.glob("*.json"))
+    assert len(sidecars) == 3 and len(list(out.glob("*.mp4"))) == 3 and len(list(out.glob("*.gif"))) == 3
+    videos = set()
+    for path in sidecars:
+        side = json.loads(path.read_text())
+        assert all(Path(p).is_file() for p in side["outputs"].values())
+        videos.add(Path(side["outputs"]["mp4"]).read_bytes())
+    assert len(videos) == 3 and not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_ctrl_c_while_writing_leaves_nothing_and_no_compile_cache(converted, image_path, tmp_path):
+    """SIGINT while the PNG frames are being written (slowed down by a sitecustomize hook): exit 130, no file
+    in the output folder, and the compile cache folder this run created is gone."""
+    import os
+    import signal
+    import time
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import time\nfrom PIL import Image\n_save = Image.Image.save\n"
+        "def _slow(self, fp, *a, **k):\n    time.sleep(0.4)\n    return _save(self, fp, *a, **k)\n"
+        "Image.Image.save = _slow\n")
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    env = dict(os.environ, PYTHONPATH=f"{hook}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    proc = subprocess.Popen(CLI + ["--mode", "0", "--image", str(image_path), "--output_dir", str(out),
+                                   "--SVD.config", str(converted[1]), "--SVD.num_frames", "6",
+                                   "--SVD.sampling_steps", "1", "--seed", "4", "--png_frames",
+                                   "--compile_cache", str(cache)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if out.is_dir() and any(p.name.endswith(".tmp") and "_frames" in p.name for p in out.iterdir()):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read()[-2000:]
+    time.sleep(0.5)  # a frame or two written
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err
+    assert list(out.iterdir()) == []
+    assert not cache.exists() or list(cache.iterdir()) == []
+
+
+def test_bare_gif_flag(converted, image_path, tmp_path):
+    out = tmp_path / "out"
+    r = run(["--mode", "1", "--image", str(image_path), "--output_dir", str(out), "--SVD.config", str(converted[1]),
+             "--SVD.num_frames", "2", "--SVD.sampling_steps", "1", "--gif"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(list(out.glob("*.gif"))) == 1 and len(list(out.glob("*.mp4"))) == 1

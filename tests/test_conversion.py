@@ -240,3 +240,27 @@ def test_truncated_ckpt_is_detected(converted, tmp_path):
     bad.write_bytes(converted[0].read_bytes()[:-100])
     with pytest.raises(CheckpointError, match="truncated"):
         checkpoint_index(bad)
+
+
+def test_existing_output_and_sources_are_never_overwritten_unless_asked(sgm_file, converted, tmp_path):
+    """An existing output or its YAML is refused without --overwrite, and a source is never written onto."""
+    import shutil
+    src = tmp_path / "model.safetensors"
+    shutil.copy(sgm_file, src)
+    source_bytes = src.read_bytes()
+    out = tmp_path / "out.ckpt"
+    out.write_bytes(b"an earlier conversion")
+    r = run_convert(["--source", str(src), "--output", str(out), "--config", str(converted[1])])
+    assert r.returncode == 2 and f"{out} already exist" in r.stderr and "--overwrite" in r.stderr
+    assert out.read_bytes() == b"an earlier conversion"
+    out.unlink()
+    out.with_suffix(".yaml").write_text("# someone's notes\n")
+    r = run_convert(["--source", str(src), "--output", str(out), "--config", str(converted[1])])
+    assert r.returncode == 2 and "out.yaml already exist" in r.stderr and not out.exists()
+    # the output named as a source: refused even with --overwrite, the source untouched
+    r = run_convert(["--source", str(src), "--output", str(src), "--overwrite", "--config", str(converted[1])])
+    assert r.returncode == 2 and "would overwrite the source" in r.stderr and src.read_bytes() == source_bytes
+    r = run_convert(["--source", str(src), "--output", str(out), "--config", str(converted[1]), "--overwrite"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert_same_checkpoints(out, converted[0])
+    assert "# written by svd_tools/convert.py" in out.with_suffix(".yaml").read_text()

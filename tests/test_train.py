@@ -385,8 +385,19 @@ def test_kill_and_resume_continue_exactly(micro_run):
     assert records == list(range(1, 9))  # redone steps replaced, not duplicated
 
 
-def test_bad_options_exit_2(micro_run, tmp_path):
-    cfg_path = write_config(micro_run, "bad", mode="exvideo")
+def train_in_process(args, capsys):
+    """train.main in this process: (exit code, stderr)."""
+    import train
+    try:
+        code = train.main(args)
+    except SystemExit as e:  # the parser's own errors
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+def test_bad_options_exit_2(micro_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg_path = write_config(micro_run, "bad", mode="exvideo", output_dir=str(tmp_path / "run"))
     model_cfg = yaml.safe_load(MICRO.read_text())
     del model_cfg["exvideo"]  # the same network without ExVideo's extension
     (tmp_path / "micro_plain.yaml").write_text(yaml.safe_dump(model_cfg))
@@ -395,11 +406,69 @@ def test_bad_options_exit_2(micro_run, tmp_path):
     text["model"]["checkpoint"] = str(micro_run / "micro_base.ckpt")
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(text))
-    r = subprocess.run([sys.executable, str(REPO / "train.py"), "--config", str(bad)], capture_output=True, text=True)
-    assert r.returncode == 2 and "needs a model config with an exvideo section" in r.stderr
-    r = subprocess.run([sys.executable, str(REPO / "train.py"), "--config", str(cfg_path),
-                        "--train.dataset.path", str(tmp_path / "nothing")], capture_output=True, text=True)
-    assert r.returncode == 2 and "precomputed.json" in r.stderr
+    (tmp_path / "a_file").write_text("x")
+    nan_lr = tmp_path / "nan_lr.yaml"
+    nan_lr.write_text(cfg_path.read_text().replace("lr: 0.001", "lr: .nan"))
+    assert ".nan" in nan_lr.read_text()
+    csv_root = tmp_path / "csv_data"
+    csv_root.mkdir()
+    (csv_root / "metadata.csv").write_text("path,length,motion_bucket_id\nvideos/a.mp4,8,12\nvideos/b.mp4,8,fast\n")
+    cases = [
+        (["--config", str(bad)], "needs a model config with an exvideo section"),
+        (["--config", str(cfg_path), "--train.dataset.path", str(tmp_path / "nothing")], "precomputed.json"),
+        (["--config", str(cfg_path), "--train.save_every", "0"], "--train.save_every must be an integer >= 1, got 0"),
+        (["--config", str(nan_lr)], "--train.optimizer.lr must be a finite number, got nan"),
+        (["--config", str(cfg_path), "--train.ema.decay", "1.0"], "--train.ema.decay must be < 1.0"),
+        (["--config", str(cfg_path), "--train.output_dir", str(tmp_path / "a_file")],
+         f"--train.output_dir {tmp_path / 'a_file'} is a file, not a folder"),
+        (["--config", str(cfg_path), "--train.dataset.format", "csv", "--train.dataset.path", str(csv_root)],
+         f"{csv_root / 'metadata.csv'} row 3: motion_bucket_id 'fast' is not a number"),
+        (["--config", str(cfg_path), "--train.mode", "all"], "--train.mode"),
+        (["--config", str(cfg_path), "--train.max_step", "3"], "unrecognized arguments: --train.max_step"),
+        (["--config", str(cfg_path), "--train.seed", "1", "--train.seed", "2"], "--train.seed is given more than once"),
+    ]
+    for args, message in cases:
+        code, err = train_in_process(args, capsys)
+        assert code == 2 and message in err, (args, err[-1500:])
+        assert not (tmp_path / "run").exists() and not (tmp_path / "rank_0").exists()
+
+
+def test_an_output_dir_with_another_run_is_refused_unless_resumed_or_overwritten(micro_run, tmp_path, capsys):
+    """A second run into a folder that holds a run would mix logs and let keep-last delete its checkpoints."""
+    out = tmp_path / "run"
+    cfg_path = write_config(micro_run, "again", output_dir=str(out), max_steps=1, save_every=1)
+    args = ["--config", str(cfg_path), "--environment.mode", "1"]
+    assert train_in_process(args, capsys)[0] == 0
+    before = (out / "train_log.jsonl").read_text()
+    code, err = train_in_process(args, capsys)
+    assert code == 2 and "holds another run" in err and "--train.resume auto" in err and "--train.overwrite" in err
+    assert (out / "train_log.jsonl").read_text() == before and [p.name for p in (out / "checkpoints").iterdir()] == \
+        ["step-0000001"]
+    code, err = train_in_process(args + ["--train.overwrite", "true", "--train.seed", "9"], capsys)
+    assert code == 0, err[-2000:]
+    state = json.loads((out / "checkpoints" / "step-0000001" / "state.json").read_text())
+    assert state["seed"] == 9 and len((out / "train_log.jsonl").read_text().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_runtime_only_install_trains(micro_run, tmp_path):
+    """`bash scripts/setup.sh` without the test extras (a fresh venv: no torch, diffusers, ...) trains 2 steps and
+    writes its checkpoint and loss plot."""
+    venv = tmp_path / "venv"
+    r = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    py = venv / "bin" / "python"
+    r = subprocess.run([str(py), "-m", "pip", "install", "-q", "-c", str(REPO / "requirements" / "constraints.txt"),
+                        "-e", str(REPO)], capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    listed = subprocess.run([str(py), "-m", "pip", "list"], capture_output=True, text=True).stdout
+    assert "mindspore" in listed and "torch" not in listed.split()
+    cfg_path = write_config(micro_run, "runtime_only", max_steps=2, save_every=2, output_dir=str(tmp_path / "run"))
+    r = subprocess.run([str(py), str(REPO / "train.py"), "--config", str(cfg_path)], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "run" / "checkpoints" / "step-0000002" / "trainable.ckpt").is_file()
+    assert (tmp_path / "run" / "loss.png").is_file()
 
 
 # ------------------------------------------------------------------------------------------------- EMA

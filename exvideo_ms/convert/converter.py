@@ -232,20 +232,38 @@ def write_plan(plan: Plan, output, dtype: str = "fp32", progress: bool = True) -
             writer.write(e.name, cast(array, dtype), dtype_key(array, dtype))
 
 
+def check_destinations(paths: Sequence, destinations: Sequence[Path], overwrite: bool) -> None:
+    """Never write onto a source (a source file, or a file inside a source folder), and never replace an
+    existing file unless ``overwrite``."""
+    for dest in destinations:
+        target = Path(dest).resolve()
+        for src in paths:
+            src = Path(src).resolve()
+            if target == src or (src.is_dir() and target.is_relative_to(src) and target.exists()):
+                raise ConversionError(f"{dest} would overwrite the source {src}; write the output elsewhere")
+    existing = [str(d) for d in destinations if Path(d).exists()]
+    if existing and not overwrite:
+        raise ConversionError(f"{' and '.join(existing)} already exist(s); pass --overwrite to replace, or choose "
+                              f"another --output")
+
+
 def convert(paths: Sequence, output, dtype: str = "fp32", config=None, allow_pickle: bool = False,
-            write_config: Optional[bool] = None, progress: bool = True) -> Plan:
+            write_config: Optional[bool] = None, progress: bool = True, overwrite: bool = False) -> Plan:
     """Convert ``paths`` (one base, optionally one ExVideo patch) to ``output`` and return the plan.
 
     The matching YAML config is written beside the output (``x/m.ckpt`` -> ``x/m.yaml``), so the pair runs as
-    it is. Nothing is written unless every check passes.
+    it is. Nothing is written unless every check passes; an existing output or YAML is replaced only with
+    ``overwrite``, and a source never.
     """
     output = Path(output)
     if output.suffix not in (".ckpt", ".safetensors"):
         raise ConversionError(f"--output must end in .ckpt or .safetensors, got {output}")
+    write_config = write_config is None or write_config
+    check_destinations(paths, [output] + ([output.with_suffix(".yaml")] if write_config else []), overwrite)
     sources = [open_source(p, allow_pickle) for p in paths]
     plan = make_plan(sources, config)
     write_plan(plan, output, dtype, progress)
-    if write_config is None or write_config:
+    if write_config:
         yaml_path = output.with_suffix(".yaml")
         save_config(plan.config, yaml_path, header=f"# written by svd_tools/convert.py for {output.name}")
     return plan

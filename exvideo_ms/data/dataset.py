@@ -14,7 +14,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Literal, Optional, Sequence
 
 import numpy as np
 
@@ -31,19 +31,31 @@ COLUMNS_LATENTS = ("latents", "cond_latent", "clip_embedding", "fps", "motion_bu
 
 @dataclass
 class DataOptions:
-    """``--train.dataset.*``"""
+    """Training data (``--train.dataset.*``)."""
 
     path: str = "data"
-    format: str = "metadata"  # metadata | csv | frames | precomputed
+    """dataset root folder"""
+    format: Literal["metadata", "csv", "frames", "precomputed"] = "metadata"
+    """metadata (ExVideo's metadata.json), csv (mindone's path,length,motion_bucket_id), frames (a folder of
+    images per clip), precomputed (svd_tools/precompute.py's latents)"""
     list_file: Optional[str] = None
+    """the clip list inside the root (default: metadata.json / metadata.csv)"""
     num_frames: int = 128
+    """frames per training clip (>= 1)"""
     interval: int = 1
-    start: str = "fixed"  # fixed (frame 0, as ExVideo) | random
+    """take every n-th frame (>= 1)"""
+    start: Literal["fixed", "random"] = "fixed"
+    """first frame: fixed (frame 0, as ExVideo) or random"""
     height: int = 512
+    """frame height after resize and centre crop (>= 8)"""
     width: int = 512
-    fps: Optional[float] = 30.0  # None: the file's frame rate / interval
-    motion_bucket_id: Optional[float] = None  # None: from the CSV if given, else computed (ExVideo's buckets)
+    """frame width after resize and centre crop (>= 8)"""
+    fps: Optional[float] = 30.0
+    """fps condition (> 0; null: the file's frame rate / interval)"""
+    motion_bucket_id: Optional[float] = None
+    """motion condition (>= 0; null: from the CSV if given, else computed with ExVideo's buckets)"""
     num_workers: int = 2
+    """loader threads (>= 0)"""
 
 
 def sample_indices(step: int, micro: int, accum: int, rank: int, world: int, batch: int) -> List[int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
@@ -37,6 +38,19 @@ def _inside(root: Path, rel: str, where: str) -> Path:
     if not full.is_relative_to(root.resolve()):
         raise DatasetError(f"{where}: path {rel!r} escapes the dataset root {root}")
     return full
+
+
+def _csv_number(text, column: str, where: str, kind):
+    """A CSV cell as a non-negative number (empty: None); otherwise an error naming file, row and column."""
+    if text in (None, ""):
+        return None
+    try:
+        value = kind(text)
+    except ValueError:
+        raise DatasetError(f"{where}: {column} {text!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if not math.isfinite(value) or value < 0:
+        raise DatasetError(f"{where}: {column} {text!r} must be a finite number >= 0")
+    return value
 
 
 def load_clips(root, fmt: str = "metadata", list_file: Optional[str] = None) -> List[Clip]:
@@ -73,11 +87,10 @@ def load_clips(root, fmt: str = "metadata", list_file: Optional[str] = None) -> 
             raise DatasetError(f"{path}: the header must name a 'path' column (path,length,motion_bucket_id)")
         clips = []
         for i, row in enumerate(rows):
-            mb = row.get("motion_bucket_id")
-            length = row.get("length")
-            clips.append(Clip(_inside(root, row["path"], f"{path} row {i + 2}"),
-                              float(mb) if mb not in (None, "") else None,
-                              int(length) if length not in (None, "") else None))
+            where = f"{path} row {i + 2}"
+            clips.append(Clip(_inside(root, row["path"], where),
+                              _csv_number(row.get("motion_bucket_id"), "motion_bucket_id", where, float),
+                              _csv_number(row.get("length"), "length", where, int)))
     if not clips:
         raise DatasetError(f"{root}: the {fmt} dataset lists no clips")
     return clips

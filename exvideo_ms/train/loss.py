@@ -8,6 +8,7 @@ Both use the same preconditioning as sampling (``diffusion.edm.v_scalings``). σ
 drawn outside the graph from the sample's own seed.
 """
 from dataclasses import dataclass
+from typing import Literal
 
 import mindspore as ms
 from mindspore import nn, ops
@@ -20,13 +21,19 @@ RECIPES = ("exvideo", "edm")
 
 @dataclass
 class LossOptions:
-    """``--train.loss.*``"""
+    """Denoising loss (``--train.loss.*``)."""
 
-    recipe: str = "exvideo"
-    contrast_enhance_scale: float = 1.01  # ExVideo multiplies the x0 target by 1.01 ("avoid gray videos")
-    num_sigmas: int = 1000  # exvideo: size of the Karras grid σ is drawn from
-    p_mean: float = 1.0  # edm: the earlier MindSpore SVD trainer's values (reference/mindone_svd.md §4)
+    recipe: Literal["exvideo", "edm"] = "exvideo"
+    """exvideo: sigma uniform over the Karras grid, x0 MSE weighted sqrt(1+s^2)/s; edm: ln sigma ~ N(p_mean, p_std^2),
+    weight (s^2+1)/s^2"""
+    contrast_enhance_scale: float = 1.01
+    """exvideo: the x0 target is multiplied by this (ExVideo: 1.01, "avoid gray videos"; > 0)"""
+    num_sigmas: int = 1000
+    """exvideo: size of the Karras grid sigma is drawn from (>= 1)"""
+    p_mean: float = 1.0
+    """edm: mean of ln sigma (the earlier MindSpore SVD trainer's value)"""
     p_std: float = 1.6
+    """edm: standard deviation of ln sigma (> 0)"""
 
 
 class DenoisingLoss(nn.Cell):

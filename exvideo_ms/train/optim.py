@@ -10,15 +10,22 @@ from mindspore import Parameter, Tensor, nn, ops
 
 @dataclass
 class OptimizerOptions:
-    """``--train.optimizer.*`` (defaults: torch.optim.AdamW as ExVideo ran it, lr 1e-5)."""
+    """AdamW (``--train.optimizer.*``; defaults: torch.optim.AdamW as ExVideo ran it, lr 1e-5)."""
 
     lr: float = 1.0e-5
+    """learning rate (> 0)"""
     betas: Tuple[float, float] = (0.9, 0.999)
+    """AdamW's moment decays (each in [0, 1))"""
     eps: float = 1.0e-8
+    """AdamW's epsilon (> 0)"""
     weight_decay: float = 0.01
+    """decoupled weight decay (>= 0)"""
     warmup_steps: int = 0
-    grad_clip: float = 0.0  # global-norm clipping; 0 = off (ExVideo had none)
+    """linear warm-up steps (>= 0)"""
+    grad_clip: float = 0.0
+    """global-norm gradient clipping (0: off, as ExVideo)"""
     grad_accum: int = 1
+    """micro-steps per optimizer step (>= 1)"""
 
 
 def learning_rate(step: int, opts: OptimizerOptions) -> float:

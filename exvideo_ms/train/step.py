@@ -9,13 +9,18 @@ from mindspore import Parameter, Tensor, nn, ops
 
 @dataclass
 class LossScaleOptions:
-    """``--train.loss_scale.*``: dynamic loss scaling (needed when frozen layers run in fp16)."""
+    """Dynamic loss scaling (``--train.loss_scale.*``; needed when frozen layers run in fp16)."""
 
     enable: bool = True
+    """scale the loss, skip steps with non-finite gradients and lower the scale"""
     init: float = 65536.0
+    """initial scale (> 0)"""
     factor: float = 2.0
-    window: int = 1000  # finite steps before the scale grows
+    """growth and back-off factor (> 1)"""
+    window: int = 1000
+    """finite steps before the scale grows (>= 1)"""
     minimum: float = 1.0
+    """the scale never falls below this (> 0)"""
 
 
 class _ScaledLoss(nn.Cell):

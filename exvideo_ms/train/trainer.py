@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Literal, Optional, Union
 
 import mindspore as ms
 import numpy as np
 from mindspore import Tensor
 from tqdm.auto import tqdm
 
-from exvideo_ms import backend
+from exvideo_ms import backend, validate
 from exvideo_ms.checkpoint import CheckpointError, load_checkpoint
 from exvideo_ms.config import SVDConfig, load_config, to_dict
 from exvideo_ms.data.dataset import DataOptions, batches, make_source, sample_indices
@@ -42,62 +43,153 @@ ENCODE_CHUNK = 8  # frames per VAE encoder call (ExVideo encodes 8 at a time)
 
 @dataclass
 class ModelOptions:
-    """``--model.*``"""
+    """Model (``--model.*``)."""
 
     config: str = "configs/exvideo_svd_128f.yaml"
-    # weights to start from: a converted model, or a list whose later files replace earlier ones' tensors
-    # (e.g. a base model and the trainable weights of an earlier run); see init_unet
+    """model YAML (architecture)"""
     checkpoint: Optional[Union[str, List[str]]] = None
-    init_unet: str = "checkpoint"  # checkpoint | scratch (the UNet starts from random init)
+    """weights to start from: a converted model, or a list whose later files replace earlier ones' tensors (a base
+    model and an earlier run's trainable weights)"""
+    init_unet: Literal["checkpoint", "scratch"] = "checkpoint"
+    """checkpoint: the UNet's weights from --model.checkpoint; scratch: random initialisation"""
 
 
 @dataclass
 class EnvironmentOptions:
-    """``--environment.*``"""
+    """Device and parallelism (``--environment.*``)."""
 
-    mode: int = 0  # 0: graph (default), 1: PyNative (debugging)
-    device_target: Optional[str] = None
+    mode: Literal[0, 1] = 0
+    """0: graph mode (compiled, default), 1: PyNative (debugging)"""
+    device_target: Optional[Literal["Ascend", "GPU", "CPU"]] = None
+    """device to train on (default: the best available)"""
     distributed: bool = False
-    parallel_optimizer: bool = True  # Ascend only; elsewhere one warning and plain data parallel
+    """data parallel over the msrun workers (gradients averaged)"""
+    parallel_optimizer: bool = True
+    """Ascend only: shard optimizer state (MindSpore's parallel optimizer); elsewhere a warning and plain data
+    parallel"""
     optimizer_shard_size: int = -1
-    jit_level: Optional[str] = None
+    """ranks per optimizer shard group (-1: all)"""
+    jit_level: Optional[Literal["O0", "O1"]] = None
+    """graph compilation level (default: the backend's, O0)"""
 
 
 @dataclass
 class EMAOptions:
+    """In-training exponential moving average (``--train.ema.*``)."""
+
     enable: bool = False
+    """keep an EMA of the trainable weights, saved as ema.ckpt"""
     decay: float = 0.9999
+    """EMA decay per step (0 < decay < 1)"""
 
 
 @dataclass
 class ValidationOptions:
-    every: int = 0  # steps between validation GIFs; 0 = never
+    """Validation videos (``--train.validation.*``)."""
+
+    every: int = 0
+    """steps between validation GIFs (0: never)"""
     image: Optional[str] = None
+    """conditioning image of the validation video"""
     num_frames: int = 8
+    """frames of the validation video"""
     steps: int = 10
+    """sampling steps of the validation video"""
 
 
 @dataclass
 class TrainOptions:
-    """``--train.*``"""
+    """Training (``--train.*``)."""
 
-    mode: str = "exvideo"  # exvideo | temporal_only | full
+    mode: Literal["exvideo", "temporal_only", "full"] = "exvideo"
+    """what trains: exvideo (the temporal attention blocks with ExVideo's table and conv), temporal_only (every
+    temporal layer), full (the whole UNet)"""
     output_dir: str = "outputs/train"
+    """checkpoints/, train_log.jsonl, loss.png and validation/ go here"""
     max_steps: int = 1000
-    batch_size: int = 1  # videos per rank and micro-step
+    """optimizer steps of the whole run (>= 1)"""
+    batch_size: int = 1
+    """videos per rank and micro-step (>= 1)"""
     save_every: int = 500
+    """steps between checkpoints (>= 1; the last step is always saved)"""
     keep_last: int = 3
-    resume: Optional[str] = None  # auto | a step-N directory
+    """newest checkpoints kept (>= 1)"""
+    resume: Optional[str] = None
+    """auto (the newest complete checkpoint in output_dir) or a step-N directory"""
+    overwrite: bool = False
+    """start afresh in an output_dir that holds another run: its checkpoints, log, plot and validation videos
+    are deleted"""
     seed: int = 42
-    recompute: Optional[bool] = None  # None: on in graph mode
-    frozen_dtype: str = "auto"  # auto (backend.Choices.frozen_dtype: bf16 Atlas A2, fp16 910A/GPU, fp32 CPU) | fp32 | fp16 | bf16
-    noise_aug_strength: float = 0.0  # cond_aug of the conditioning frame (ExVideo trained with 0)
+    """initialisation and every sample's randomness (>= 0)"""
+    recompute: Optional[bool] = None
+    """recompute every UNet block in the backward pass (default: on in graph mode)"""
+    frozen_dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    """dtype of the frozen UNet weights (auto: bf16 on Atlas A2, fp16 on 910A and GPU, fp32 on CPU)"""
+    noise_aug_strength: float = 0.0
+    """noise added to the conditioning frame (>= 0; ExVideo trained with 0)"""
     loss: LossOptions = field(default_factory=LossOptions)
     optimizer: OptimizerOptions = field(default_factory=OptimizerOptions)
     loss_scale: LossScaleOptions = field(default_factory=LossScaleOptions)
     ema: EMAOptions = field(default_factory=EMAOptions)
     validation: ValidationOptions = field(default_factory=ValidationOptions)
     dataset: DataOptions = field(default_factory=DataOptions)
+
+
+def check_options(train: TrainOptions) -> None:
+    """Every numeric training option in its range (the error names the option), before anything is built."""
+    o, opt, ls, d = train, train.optimizer, train.loss_scale, train.dataset
+    for name, value, low in (("max_steps", o.max_steps, 1), ("batch_size", o.batch_size, 1),
+                             ("save_every", o.save_every, 1), ("keep_last", o.keep_last, 1), ("seed", o.seed, 0),
+                             ("optimizer.warmup_steps", opt.warmup_steps, 0), ("optimizer.grad_accum", opt.grad_accum, 1),
+                             ("loss.num_sigmas", o.loss.num_sigmas, 1), ("loss_scale.window", ls.window, 1),
+                             ("validation.every", o.validation.every, 0),
+                             ("validation.num_frames", o.validation.num_frames, 1),
+                             ("validation.steps", o.validation.steps, 1), ("dataset.num_frames", d.num_frames, 1),
+                             ("dataset.interval", d.interval, 1), ("dataset.height", d.height, 8),
+                             ("dataset.width", d.width, 8), ("dataset.num_workers", d.num_workers, 0)):
+        validate.integer(f"--train.{name}", value, low)
+    validate.number("--train.optimizer.lr", opt.lr, above=0.0)
+    validate.number("--train.optimizer.eps", opt.eps, above=0.0)
+    validate.number("--train.optimizer.weight_decay", opt.weight_decay, minimum=0.0)
+    validate.number("--train.optimizer.grad_clip", opt.grad_clip, minimum=0.0)
+    for i, beta in enumerate(opt.betas):
+        validate.number(f"--train.optimizer.betas[{i}]", beta, minimum=0.0, below=1.0)
+    validate.number("--train.noise_aug_strength", o.noise_aug_strength, minimum=0.0)
+    validate.number("--train.loss.contrast_enhance_scale", o.loss.contrast_enhance_scale, above=0.0)
+    validate.number("--train.loss.p_mean", o.loss.p_mean)
+    validate.number("--train.loss.p_std", o.loss.p_std, above=0.0)
+    validate.number("--train.loss_scale.init", ls.init, above=0.0)
+    validate.number("--train.loss_scale.factor", ls.factor, above=1.0)
+    validate.number("--train.loss_scale.minimum", ls.minimum, above=0.0)
+    validate.number("--train.ema.decay", o.ema.decay, above=0.0, below=1.0)
+    if d.fps is not None:
+        validate.number("--train.dataset.fps", d.fps, above=0.0)
+    if d.motion_bucket_id is not None:
+        validate.number("--train.dataset.motion_bucket_id", d.motion_bucket_id, minimum=0.0)
+    if o.validation.every and o.validation.image is None:
+        raise validate.OptionError("--train.validation.every is set but --train.validation.image is not")
+
+
+RUN_FILES = ("checkpoints", "train_log.jsonl", "loss.png", "validation")  # what a run writes in its output_dir
+
+
+def prepare_output_dir(train: TrainOptions, is_main: bool) -> Path:
+    """The run's output folder, checked before anything is built: it must be usable, and it must not hold
+    another run's files unless this run resumes it (``--train.resume``) or replaces it (``--train.overwrite``,
+    which deletes them). Mixing two runs would let keep-last delete the new run's checkpoints."""
+    from exvideo_ms.media import check_output_dir
+    out = check_output_dir(train.output_dir, "--train.output_dir")
+    previous = [out / name for name in RUN_FILES if (out / name).exists()]
+    if previous and train.resume is None:
+        if not train.overwrite:
+            raise validate.OptionError(
+                f"--train.output_dir {out} holds another run ({', '.join(p.name for p in previous)}): continue it "
+                f"with --train.resume auto, replace it with --train.overwrite true, or choose another folder")
+        if is_main:
+            for path in previous:
+                logger.warning("--train.overwrite: deleting the previous run's %s", path)
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return out
 
 
 def frozen_dtype(name: str, choices: backend.Choices):
@@ -193,13 +285,16 @@ def draw_sigma_and_noise(opts: TrainOptions, cfg: SVDConfig, indices, latent_sha
 
 class Trainer:
     def __init__(self, model_opts: ModelOptions, train: TrainOptions, env: EnvironmentOptions):
+        check_options(train)
         self.model_opts, self.opts, self.env = model_opts, train, env
         self.device = backend.setup_device(env.device_target, mode=env.mode)
         choices = backend.choices()
         if env.jit_level is not None:
             choices = dataclasses.replace(choices, jit_level=env.jit_level)
         self.par: ParallelState = init_parallel(env.distributed, env.parallel_optimizer, env.optimizer_shard_size)
+        self.out = prepare_output_dir(train, self.par.is_main)
         self.cfg = load_config(model_opts.config)
+        self.source = make_source(train.dataset, train.seed)  # the data is checked before the model is built
         ms.set_seed(train.seed)  # identical initialisation on every rank
         precomputed = train.dataset.format == "precomputed"
         components = ["unet"] + ([] if precomputed else ["vae", "image_encoder"])
@@ -230,7 +325,6 @@ class Trainer:
         backend.set_jit_level(self.step_cell, choices.jit_level)
         self.ema = EMA(self.trainable, train.ema.decay) if train.ema.enable else None
         self.conditioner = None if precomputed else Conditioner(self.model, self.cfg)
-        self.out = Path(train.output_dir)
         self.log = StepLog(self.out / "train_log.jsonl", self.par.is_main)
         self.start_step = 0
 
@@ -308,7 +402,7 @@ class Trainer:
         o, accum = self.opts, self.opts.optimizer.grad_accum
         if o.resume:
             self.resume(o.resume)
-        source = make_source(o.dataset, o.seed)
+        source = self.source
         steps = range(self.start_step, o.max_steps)
         plan = [sample_indices(s, m, accum, self.par.rank, self.par.world, o.batch_size) for s in steps for m in range(accum)]
         flat = [i for idx in plan for i in idx]
@@ -357,6 +451,9 @@ class Trainer:
                       progress=False)
         out = self.out / "validation" / f"step-{step:07d}.gif"
         out.parent.mkdir(parents=True, exist_ok=True)
+        if out.exists():  # this run's own video of a step redone after a resume
+            logger.info("replacing %s (step %d redone after resume)", out, step)
+            out.unlink()
         write_gif(frames, out, self.cfg.sampling.fps)
         self.model.unet.set_train(True)
         return out
