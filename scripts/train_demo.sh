@@ -6,9 +6,10 @@
 #   3. the frozen encoders' outputs, once (svd_tools/precompute.py)
 #   4. the UNet from scratch, 8 frames (train.py, full mode)
 #   5. ExVideo post-tuning to 32 frames (train.py, exvideo mode), then the post-hoc EMA (svd_tools/ema.py)
-#   6. the bundle in assets/demo with its model card (scripts/bundle_demo.py)
+#   6. the bundle with its model card (scripts/bundle_demo.py) in $OUT/assets; the bundled demo in assets/demo
+#      is replaced only when asked: ASSETS=assets/demo bash scripts/train_demo.sh
 # Variables: OUT (outputs/demo_run), CLIPS (300), VAE_STEPS (1300), BASE_STEPS (500), EXVIDEO_STEPS (150),
-#            ASSETS (assets/demo)
+#            ASSETS ($OUT/assets)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
@@ -17,7 +18,7 @@ CLIPS=${CLIPS:-300}
 VAE_STEPS=${VAE_STEPS:-1300}
 BASE_STEPS=${BASE_STEPS:-500}
 EXVIDEO_STEPS=${EXVIDEO_STEPS:-150}
-ASSETS=${ASSETS:-assets/demo}
+ASSETS=${ASSETS:-$OUT/assets}
 mkdir -p "$OUT"
 TIMES="$OUT/stage_seconds.json"
 echo "{}" > "$TIMES"
