@@ -24,7 +24,7 @@ CKPT_SLICE_BYTES = 512 * 1024 * 1024
 
 # name -> (numpy storage dtype, MindSpore checkpoint tensor_type, safetensors dtype). bfloat16 is carried
 # as its raw uint16 bits, since numpy has no bfloat16.
-DTYPES = {
+STORAGE_DTYPES = {
     "fp32": (np.float32, "Float32", "F32"),
     "fp16": (np.float16, "Float16", "F16"),
     "bf16": (np.uint16, "BFloat16", "BF16"),
@@ -38,8 +38,8 @@ _INT_TYPES = {"int64": ("Int64", "I64"), "int32": ("Int32", "I32"), "int8": ("In
 def storage(dtype: str) -> Tuple[np.dtype, str, str]:
     """(numpy storage dtype, ckpt tensor_type, safetensors code) for a dtype key (fp32/fp16/bf16) or the
     name of a non-float numpy dtype (int64, ...)."""
-    if dtype in DTYPES:
-        np_type, ckpt_type, st_code = DTYPES[dtype]
+    if dtype in STORAGE_DTYPES:
+        np_type, ckpt_type, st_code = STORAGE_DTYPES[dtype]
         return np.dtype(np_type), ckpt_type, st_code
     if dtype in _INT_TYPES:
         return np.dtype(dtype), _INT_TYPES[dtype][0], _INT_TYPES[dtype][1]
@@ -73,13 +73,13 @@ def f32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
 
 def cast(array: np.ndarray, dtype: str) -> np.ndarray:
     """Float tensors to the output dtype (``fp32``/``fp16``/``bf16``); integer tensors unchanged."""
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(STORAGE_DTYPES)}, got {dtype!r}")
     if not np.issubdtype(array.dtype, np.floating):
         return array
     if dtype == "bf16":
         return f32_to_bf16_bits(array.astype(np.float32, copy=False))
-    return array.astype(DTYPES[dtype][0], copy=False)
+    return array.astype(STORAGE_DTYPES[dtype][0], copy=False)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -217,14 +217,67 @@ def _iter_records(path: Path) -> Iterator[Tuple[str, list, str, bytes]]:
             yield value.tag, list(value.tensor.dims), value.tensor.tensor_type, value.tensor.tensor_content
 
 
+class SafetensorsReader:
+    """Keys, shapes, dtypes and one tensor at a time of a ``.safetensors`` file, through the safetensors NumPy
+    API (no torch); bfloat16 tensors, which NumPy cannot hold, are read from the file's own offsets and widened
+    to float32. Errors are ``error`` (CheckpointError here, SourceError for conversion sources)."""
+
+    error = CheckpointError
+
+    def __init__(self, path):
+        from safetensors import safe_open
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise self.error(f"source not found: {self.path}")
+        try:
+            self._f = safe_open(str(self.path), framework="numpy")
+            keys = list(self._f.keys())
+        except Exception as e:  # SafetensorError: truncated or not a safetensors file
+            raise self.error(f"{self.path}: not a readable safetensors file ({e})") from None
+        self._keys = keys
+        self._meta = {}
+        for k in keys:
+            sl = self._f.get_slice(k)
+            self._meta[k] = (tuple(sl.get_shape()), sl.get_dtype())
+        self._offsets = None
+
+    def keys(self):
+        return list(self._keys)
+
+    def shape(self, key):
+        return self._meta[key][0]
+
+    def dtype(self, key):
+        return self._meta[key][1]
+
+    def get(self, key):
+        shape, dtype = self._meta[key]
+        if dtype == "BF16":
+            return bf16_bits_to_f32(self._raw(key, np.uint16)).reshape(shape)
+        try:
+            return self._f.get_tensor(key)
+        except Exception as e:
+            raise self.error(f"{self.path}: cannot read tensor {key!r} ({e})") from None
+
+    def _raw(self, key, np_type):
+        if self._offsets is None:
+            with open(self.path, "rb") as f:
+                (n,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(n))
+            self._offsets = {k: (8 + n + v["data_offsets"][0], 8 + n + v["data_offsets"][1])
+                             for k, v in header.items() if k != "__metadata__"}
+        start, end = self._offsets[key]
+        return np.fromfile(self.path, dtype=np_type, count=(end - start) // np.dtype(np_type).itemsize,
+                           offset=start)
+
+
 def iter_checkpoint(path) -> Iterator[Tuple[str, np.ndarray]]:
     """Stream (name, array) pairs from a ``.ckpt`` or ``.safetensors`` file; bf16 arrives as float32."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        from exvideo_ms.convert.sources import SafetensorsFile
-        src = SafetensorsFile(path)
+        src = SafetensorsReader(path)
         for key in src.keys():
             yield key, src.get(key)
         return

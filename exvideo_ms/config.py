@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Tuple, Union
 
 import yaml
+
+logger = logging.getLogger(__name__)
 
 NORM_GROUPS = 32  # every GroupNorm in SVD: sgm normalization() / Normalize() use 32 groups
 
@@ -141,7 +144,7 @@ class SamplingConfig:
     """Sampler and guidance defaults of a released model (sgm sampling config / ExVideo test script)."""
 
     num_frames: int
-    num_steps: int
+    num_inference_steps: int  # Euler steps (the diffusers argument's name; --SVD.sampling_steps on the CLI)
     min_cfg: float
     max_cfg: float
     sigma_min: float
@@ -284,6 +287,11 @@ def load_config(path: Union[str, Path]) -> SVDConfig:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
+    sampling = data.get("sampling")
+    if isinstance(sampling, dict) and "num_steps" in sampling and "num_inference_steps" not in sampling:
+        # configs written before the rename (converter outputs in users' hands) keep working
+        logger.warning("%s: sampling.num_steps is now sampling.num_inference_steps; read it as such", path)
+        sampling["num_inference_steps"] = sampling.pop("num_steps")
     try:
         return from_dict(SVDConfig, data).validate()
     except ConfigError as e:
@@ -293,10 +301,6 @@ def load_config(path: Union[str, Path]) -> SVDConfig:
 def save_config(cfg: SVDConfig, path: Union[str, Path], header: str = "") -> None:
     text = yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
     Path(path).write_text((header + "\n" if header else "") + text)
-
-
-def replace(cfg, **changes):
-    return dataclasses.replace(cfg, **changes)
 
 
 def instantiate(parser, namespace):

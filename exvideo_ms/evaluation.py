@@ -16,20 +16,28 @@ EVAL_SIGMAS = (0.02, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 def denoising_loss(unet, addition_time_embed_dim: int, latents: np.ndarray, clip_embeddings: np.ndarray,
                    fps: float, motion_bucket_id: float, encode_scale: float, sigmas: Sequence[float] = EVAL_SIGMAS,
                    seed: int = 0) -> float:
-    """Mean x0-space MSE of the v-prediction denoiser over held-out clips × ``sigmas`` (same noise for every
-    model compared). latents (N, T, C, h, w) × encode scale; clip_embeddings (N, 1, D) of each first frame."""
-    from exvideo_ms.train.loss import DenoisingLoss
-    loss = DenoisingLoss(unet, "edm", 1.0, addition_time_embed_dim)
+    """Mean x0-space MSE of the v-prediction denoiser (diffusion.denoiser.denoise) over held-out clips ×
+    ``sigmas`` (the same noise for every model compared). latents (N, T, C, h, w) × encode scale; clip_embeddings
+    (N, 1, D) of each first frame; the condition is each clip's clean first latent."""
+    from mindspore import ops
+
+    from exvideo_ms.diffusion.denoiser import denoise
+    from exvideo_ms.models.conditioner import added_time_ids, added_time_vector, repeat_frames
     rng = np.random.default_rng(seed)
+    n = len(sigmas)
+    sig = Tensor(np.asarray(sigmas, np.float32).reshape(n, 1, 1, 1))
+    vector = added_time_vector(Tensor(np.repeat(added_time_ids(fps, motion_bucket_id, 0.0)[None], n, 0)),
+                               addition_time_embed_dim)
     total = []
     for clip, emb in zip(latents, clip_embeddings):
-        n = len(sigmas)
+        t = clip.shape[0]
         noise = rng.standard_normal((n,) + clip.shape).astype(np.float32)
-        rep = lambda a: Tensor(np.repeat(a[None].astype(np.float32), n, 0))  # noqa: E731
-        ids = Tensor(np.repeat(np.array([[fps - 1, motion_bucket_id, 0.0]], np.float32), n, 0))
-        _, plain = loss(rep(clip), rep(clip[0] / encode_scale), rep(emb), ids, Tensor(np.asarray(sigmas, np.float32)),
-                        Tensor(noise))
-        total.append(float(plain.asnumpy()))
+        x0 = np.repeat(clip[None].astype(np.float32), n, 0)
+        x = Tensor((x0 + np.asarray(sigmas, np.float32).reshape(n, 1, 1, 1, 1) * noise).reshape((n * t,) + clip.shape[1:]))
+        rep = lambda a: repeat_frames(Tensor(np.repeat(a[None].astype(np.float32), n, 0)), t)  # noqa: E731
+        pred = denoise(unet, x, repeat_frames(sig, t), rep(clip[0] / encode_scale), rep(emb),
+                       repeat_frames(vector, t), t, log=ops.log)
+        total.append(float(((pred.asnumpy().reshape(x0.shape) - x0) ** 2).mean()))
     return float(np.mean(total))
 
 
@@ -55,15 +63,15 @@ def heldout_conditioning(model, cfg, root: Union[str, Path], frames: int, clips:
     """Scaled latents (N, T, C, h, w) and first-frame CLIP embeddings (N, 1, D) of the first ``clips`` clips
     of a dataset folder (metadata.json), encoded by the model's own VAE and image encoder, from frame 0."""
     from exvideo_ms.data.dataset import DataOptions, VideoClipSource
-    from exvideo_ms.train.trainer import Conditioner
+    from exvideo_ms.models.conditioner import Conditioner
     src = VideoClipSource(DataOptions(path=str(root), num_frames=frames, start="fixed", height=size, width=size,
                                       fps=float(cfg.sampling.fps), num_workers=0), seed=0)
-    cond = Conditioner(model, cfg)
+    cond = Conditioner(model.vae, model.image_encoder, cfg)
     lat, emb = [], []
     for clip in src.clips[:clips]:
         x, _, _ = src.load(clip, np.random.default_rng(0))
-        lat.append(cond.latents(x[None])[0])
-        emb.append(cond.clip_embeddings(x[:1])[0])
+        lat.append(cond.latents(x).asnumpy())
+        emb.append(cond.clip_embedding(x[:1]).asnumpy()[0])
     return np.stack(lat), np.stack(emb)
 
 

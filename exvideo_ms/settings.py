@@ -111,7 +111,7 @@ def resolve_settings(cfg: SVDConfig, image_hw: Sequence[int], *, height: Optiona
     if cfg.exvideo is not None and num_frames > cfg.exvideo.num_positions:
         raise SettingsError(f"num_frames {num_frames} exceeds this model's maximum of {cfg.exvideo.num_positions} "
                             f"frames (its learned position table)")
-    steps = _integer("num_inference_steps", s.num_steps if num_inference_steps is None else num_inference_steps, 1)
+    steps = _integer("num_inference_steps", s.num_inference_steps if num_inference_steps is None else num_inference_steps, 1)
     min_cfg = _number("min_guidance_scale", s.min_cfg if min_guidance_scale is None else min_guidance_scale, 0.0)
     max_cfg = _number("max_guidance_scale", s.max_cfg if max_guidance_scale is None else max_guidance_scale, 0.0)
     fps = _integer("fps", s.fps if fps is None else fps, 1)

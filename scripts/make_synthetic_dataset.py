@@ -93,7 +93,7 @@ def render_clip(rng: np.random.Generator, frames: int, size: int) -> np.ndarray:
 def write_split(root: Path, rng: np.random.Generator, clips: int, frames: int, size: int, fps: float,
                 with_csv: bool, with_folders: bool) -> list:
     from exvideo_ms.data.motion import motion_bucket
-    from exvideo_ms.data.transforms import to_model_range
+    from exvideo_ms.models.conditioner import to_model_range
     from exvideo_ms.media import write_mp4
     (root / "videos").mkdir(parents=True, exist_ok=True)
     entries, rows = [], []

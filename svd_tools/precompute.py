@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     from exvideo_ms.data.dataset import VideoClipSource
     from exvideo_ms.data.sources import DatasetError
     from exvideo_ms.models.svd import build_model
-    from exvideo_ms.train.trainer import Conditioner
+    from exvideo_ms.models.conditioner import Conditioner
     backend.setup_device(None, mode=a.mode)
     cfg = load_config(a.model.config)
     model = build_model(cfg, ["vae", "image_encoder"], allocate=False)
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    cond = Conditioner(model, cfg)
+    cond = Conditioner(model.vae, model.image_encoder, cfg)
     out = Path(a.output)
     out.mkdir(parents=True, exist_ok=True)
     files, skipped = [], []
@@ -69,8 +69,8 @@ def main(argv=None) -> int:
         except (DatasetError, OSError, ValueError) as e:
             skipped.append(f"{clip.path}: {e}")
             continue
-        latents = cond.latents(frames[None])[0]
-        clips = cond.clip_embeddings(frames)
+        latents = cond.latents(frames).asnumpy()
+        clips = cond.clip_embedding(frames).asnumpy()
         name = f"clip_{i:06d}.npz"
         np.savez(out / name, latents=latents, clip_embeddings=clips, fps=fps, motion_bucket_id=mb)
         files.append(name)

@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import re
 import sys
 import types
 from pathlib import Path
-
-import numpy as np
 
 TINY_SEED = 1234
 

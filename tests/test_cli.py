@@ -160,6 +160,7 @@ def test_sigterm_is_an_interrupt_and_every_clean_up_runs(tmp_path):
     assert cli.run(work) == cli.EXIT_INTERRUPTED and not marker.exists()
 
 
+@pytest.mark.slow
 def test_three_runs_into_one_folder_at_once_keep_three_videos(converted, image_path, tmp_path):
     """Same image, same folder, started together: three videos, each sidecar naming its own existing files."""
     out = tmp_path / "out"
@@ -180,6 +181,7 @@ def test_three_runs_into_one_folder_at_once_keep_three_videos(converted, image_p
     assert len(videos) == 3 and not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_writing_leaves_nothing_and_no_compile_cache(converted, image_path, tmp_path):
     """SIGINT while the PNG frames are being written (slowed down by a sitecustomize hook): exit 130, no file
     in the output folder, and the compile cache folder this run created is gone."""

@@ -25,7 +25,7 @@ def test_cache_directory_changes_with_shapes_and_model_not_with_weights_or_seed(
 
 def _run(out, cache, checkpoint):
     args = [sys.executable, "image_to_video.py", "--config", str(I2V_CONFIG), "--output_dir", str(out),
-            "--gif", "false", "--SVD.num_frames", "8", "--SVD.sampling_steps", "2", "--SVD.decode_window", "8",
+            "--no_gif", "--SVD.num_frames", "8", "--SVD.sampling_steps", "2", "--SVD.decode_window", "8",
             "--SVD.checkpoint", json.dumps([str(ASSETS / "base.ckpt"), str(checkpoint)]),
             "--compile_cache", "null" if cache is None else str(cache)]
     proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
@@ -45,6 +45,7 @@ def other_weights(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_warm_cache_with_other_weights_equals_an_uncached_run(tmp_path, other_weights):
     cache = tmp_path / "cache"
     bundled, first = _run(tmp_path / "a", cache, ASSETS / "exvideo.ckpt")

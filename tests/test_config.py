@@ -9,7 +9,7 @@ from exvideo_ms.config import ConfigError, load_config
 def test_released_configs(name, frames, steps, cfg_min, cfg_max):
     cfg = load_config(REPO / "configs" / f"{name}.yaml")
     s = cfg.sampling
-    assert (s.num_frames, s.num_steps, s.min_cfg, s.max_cfg) == (frames, steps, cfg_min, cfg_max)
+    assert (s.num_frames, s.num_inference_steps, s.min_cfg, s.max_cfg) == (frames, steps, cfg_min, cfg_max)
     assert (s.sigma_min, s.sigma_max, s.rho) == (0.002, 700.0, 7.0)
     u = cfg.unet
     assert (u.model_channels, u.channel_mult, u.num_head_channels, u.context_dim) == (320, (1, 2, 4, 4), 64, 1024)
@@ -59,3 +59,16 @@ def test_heads_must_divide_channels(tmp_path):
 def test_missing_file():
     with pytest.raises(ConfigError, match="config file not found"):
         load_config("no/such.yaml")
+
+
+def test_configs_written_before_the_steps_rename_still_load(tmp_path, caplog):
+    import logging
+
+    import yaml
+    data = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
+    data["sampling"]["num_steps"] = data["sampling"].pop("num_inference_steps")
+    old = tmp_path / "old.yaml"
+    old.write_text(yaml.safe_dump(data))
+    with caplog.at_level(logging.WARNING, logger="exvideo_ms.config"):
+        assert load_config(old).sampling.num_inference_steps == 4
+    assert "sampling.num_steps is now sampling.num_inference_steps" in caplog.text

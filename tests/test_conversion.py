@@ -1,15 +1,13 @@
 """The converter: three source layouts to the same weights, full-size coverage from the published key
 lists (no weights needed), and bad inputs that must stop with a clear error and leave no output."""
-import ast
 import subprocess
 import sys
-from pathlib import Path
 
 import mindspore as ms
 import numpy as np
 import pytest
 import torch
-from tests.helpers import KEYS, REPO
+from tests.helpers import KEYS, REPO, read_key_list, shapes_only_source
 from safetensors.torch import save_file
 
 from exvideo_ms.checkpoint import CheckpointError, checkpoint_index, iter_checkpoint, load_checkpoint
@@ -17,37 +15,9 @@ from exvideo_ms.config import load_config
 from exvideo_ms.convert import diffusers as diffusers_layout
 from exvideo_ms.convert import sgm
 from exvideo_ms.convert.converter import ConversionError, convert, make_plan
-from exvideo_ms.convert.sources import Source
 from exvideo_ms.models.svd import build_model
 
 CONVERT = [sys.executable, str(REPO / "svd_tools" / "convert.py"), "--quiet"]
-
-
-def read_key_list(path: Path, section: str = None) -> dict:
-    out, current = {}, None
-    for line in path.read_text().splitlines():
-        if line.startswith("## "):
-            current = line[3:].strip()
-            continue
-        if not line.strip() or line.startswith("#") or (section and current != section):
-            continue
-        key, shape = line.split("\t")[:2]
-        out[key] = tuple(ast.literal_eval(shape))
-    return out
-
-
-class ShapesOnly(Source):
-    """A source that knows keys and shapes but holds no data (for planning at full size)."""
-
-    def __init__(self, shapes: dict, path="keys.txt"):
-        self.path = Path(path)
-        self._shapes = shapes
-
-    def keys(self):
-        return list(self._shapes)
-
-    def shape(self, key):
-        return self._shapes[key]
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +101,7 @@ def test_mindspore_reads_our_ckpt_and_safetensors(diffusers_folder, converted, t
 def test_full_size_stability_keys_cover_the_network_exactly(config):
     shapes = read_key_list(KEYS / "sgm_svd_xt_keys.txt")
     assert len(shapes) == 2446
-    plan = make_plan([ShapesOnly(shapes)], REPO / "configs" / config)
+    plan = make_plan([shapes_only_source(shapes)], REPO / "configs" / config)
     assert len(plan.entries) == 2194
     assert len(plan.unused["keys.txt"]) == 252
     assert sum(int(np.prod(e.shape)) for e in plan.entries) == 2_254_442_729

@@ -10,7 +10,8 @@ import pytest
 from exvideo_ms.data.dataset import DataOptions, VideoClipSource, batches, sample_indices
 from exvideo_ms.data.motion import THRESHOLDS, motion_bucket, motion_score
 from exvideo_ms.data.sources import DatasetError, load_clips
-from exvideo_ms.data.transforms import frame_indices, resize_crop, to_model_range
+from exvideo_ms.data.transforms import frame_indices, resize_crop
+from exvideo_ms.models.conditioner import to_model_range
 from tests.helpers import REPO
 
 

@@ -41,6 +41,7 @@ def _load(config: str, checkpoints):
 
 @pytest.mark.parametrize("config,checkpoints", [("demo-base.yaml", ["base.ckpt"]),
                                                 ("demo-exvideo.yaml", ["base.ckpt", "exvideo.ckpt"])])
+@pytest.mark.slow
 def test_trained_demo_halves_heldout_loss(heldout, config, checkpoints):
     import mindspore as ms
 
@@ -70,6 +71,7 @@ def readme_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_readme_first_command_writes_a_32_frame_video_and_gif(readme_run):
     from exvideo_ms.config import load_config
     from exvideo_ms.media import load_frames, video_info
@@ -81,6 +83,7 @@ def test_readme_first_command_writes_a_32_frame_video_and_gif(readme_run):
     assert load_frames(next(readme_run.glob("*_frames"))).shape == (32, 64, 64, 3)
 
 
+@pytest.mark.slow
 def test_extended_demo_video_starts_from_the_image_moves_and_does_not_drift(readme_run, heldout):
     """The 32-frame ExVideo model (README's first command): its first frame matches the input image, motion is
     within the held-out clips' range, and every frame's difference to the first is no larger than the held-out
@@ -99,6 +102,7 @@ def test_extended_demo_video_starts_from_the_image_moves_and_does_not_drift(read
     assert max(steps[0], steps[-1]) <= MAX_END_STEP_RATIO * np.median(steps), steps
 
 
+@pytest.mark.slow
 def test_base_demo_video_moves_like_the_data(heldout):
     """The 8-frame base model, from another held-out image: its first frame matches the image, and motion is
     within the held-out range."""

@@ -1,9 +1,7 @@
 """ExVideo: the extension modules, the patch format (conversion, export, full-size coverage), the inference
 options, windowed decoding and frame-chunked long videos."""
-import ast
 import dataclasses
 
-import mindspore as ms
 import numpy as np
 import pytest
 import torch
@@ -21,9 +19,11 @@ from exvideo_ms.models.conditioner import added_time_vector, repeat_frames
 from exvideo_ms.models.exvideo import PositionalConv3d, positional_ids
 from exvideo_ms.models.svd import build_model
 from exvideo_ms.nn.embeddings import timestep_embedding
-from exvideo_ms.pipeline import PipelineError, SVDPipeline, window_spans, window_weights
-from tests.helpers import KEYS, REPO, rel_err
-from tests.test_conversion import ShapesOnly, read_key_list
+from exvideo_ms.decoding import decode_chunked, decode_windowed
+from exvideo_ms.diffusion.windows import window_spans, window_weights
+from exvideo_ms.models.conditioner import to_model_range
+from exvideo_ms.pipeline import PipelineError, SVDPipeline
+from tests.helpers import KEYS, REPO, read_key_list, rel_err, shapes_only_source
 
 N_POS = 32  # the tiny extended model's table (the published one has 128)
 
@@ -160,8 +160,8 @@ def test_export_refuses_a_checkpoint_without_the_extension(converted, tmp_path):
 
 @pytest.mark.parametrize("order", ["base_first", "patch_first"])
 def test_full_size_patch_covers_the_extended_network(order):
-    base = ShapesOnly(read_key_list(KEYS / "sgm_svd_xt_keys.txt"), "svd_xt.safetensors")
-    patch = ShapesOnly(read_key_list(KEYS / "exvideo_svd_128f_keys.txt"), "ExVideo.safetensors")
+    base = shapes_only_source(read_key_list(KEYS / "sgm_svd_xt_keys.txt"), "svd_xt.safetensors")
+    patch = shapes_only_source(read_key_list(KEYS / "exvideo_svd_128f_keys.txt"), "ExVideo.safetensors")
     assert len(patch.keys()) == 528 and set(patch.keys()) == set(diffsynth.patch_keys())
     sources = [base, patch] if order == "base_first" else [patch, base]
     plan = make_plan(sources, REPO / "configs" / "exvideo_svd_128f.yaml")
@@ -202,11 +202,21 @@ def test_window_spans_and_ramps():
     assert window_weights(4, 12, 128, 8).tolist() == [1, 2, 3, 4, 4, 3, 2, 1]
     assert window_weights(0, 8, 128, 8).tolist() == [8, 7, 6, 5, 4, 3, 2, 1]
     assert window_weights(120, 128, 128, 8).tolist() == [1, 2, 3, 4, 5, 6, 7, 8]
+    from exvideo_ms.diffusion.windows import reflected_order
+    assert reflected_order(5, 1) == [1, 0, 1, 2, 3, 4, 3] and reflected_order(5, 2) == [2, 1, 0, 1, 2, 3, 4, 3, 2]
 
 
 @pytest.fixture(scope="module")
 def pipe(ms_model, tiny_cfg):
     return SVDPipeline(ms_model, tiny_cfg)
+
+
+def _chunked(pipe, lat, chunk):
+    return decode_chunked(pipe.vae, lat, pipe.cfg.vae.scale_factor, chunk, progress=False)
+
+
+def _windowed(pipe, lat, window, stride, reflect=False):
+    return decode_windowed(pipe.vae, lat, pipe.cfg.vae.scale_factor, window, stride, progress=False, reflect=reflect)
 
 
 def _seam(frames, borders):
@@ -220,9 +230,9 @@ def test_windowed_decode_blends_without_seams(pipe):
     # a smooth latent video: neighbouring frames close, as sampled videos are
     base = g.standard_normal((1, 4, 8, 16)) + np.cumsum(0.15 * g.standard_normal((t, 4, 8, 16)), 0)
     lat = Tensor(base.astype(np.float32) * 0.18215)
-    one_shot = pipe.decode(lat, t, progress=False)
-    windowed = pipe.decode_windowed(lat, 8, 4, progress=False)
-    chunked = pipe.decode(lat, 4, progress=False)
+    one_shot = _chunked(pipe, lat, t)
+    windowed = _windowed(pipe, lat, 8, 4)
+    chunked = _chunked(pipe, lat, 4)
     chunk_borders, interior = [3, 7], [0, 1, 4, 5, 8, 9]
     # non-overlapping chunks jump at their borders; blended windows do not
     assert _seam(chunked, chunk_borders) > 1.5 * _seam(one_shot, chunk_borders)
@@ -249,7 +259,10 @@ def test_windowed_decode_is_exact_without_temporal_mixing(pipe):
         dec.conv_out.time_mix_conv.weight.set_data(Tensor(w))
         dec.conv_out.time_mix_conv.bias.set_data(Tensor(np.zeros(w.shape[0], np.float32)))
         lat = Tensor(np.random.default_rng(4).standard_normal((11, 4, 8, 16)).astype(np.float32))
-        assert np.abs(pipe.decode_windowed(lat, 8, 4, progress=False) - pipe.decode(lat, 11, progress=False)).max() <= 1e-5
+        whole = _chunked(pipe, lat, 11)
+        assert np.abs(_windowed(pipe, lat, 8, 4) - whole).max() <= 1e-5
+        assert np.abs(_windowed(pipe, lat, 8, 4, reflect=True) - whole).max() <= 1e-5  # mirrored ends too
+        assert np.abs(_windowed(pipe, lat, 2, 1, reflect=True) - whole).max() <= 1e-5
     finally:
         for b, v in zip(blocks, saved):
             b.mix_factor.set_data(Tensor(v))
@@ -261,18 +274,19 @@ def _image(size=64):
     return np.random.default_rng(9).integers(0, 255, (size, size, 3), dtype=np.uint8)
 
 
+@pytest.mark.slow
 def test_keyframes_are_kept_and_video_to_video_stays_close(pipe):
     kw = dict(num_frames=4, num_inference_steps=2, min_guidance_scale=1.0, max_guidance_scale=1.0,
               noise_aug_strength=0.0, seed=1, progress=False, output_type="latent")
     g = np.random.default_rng(10)
     keys = g.integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
     out = pipe(_image(), mask_frames=keys, mask_frame_ids=[0, 3], **kw)
-    key_lat = (pipe.encode_frames(keys) * pipe.cfg.vae.encode_scale).asnumpy()
+    key_lat = pipe.conditioner.latents(to_model_range(keys)).asnumpy()  # × the encode scale
     free = pipe(_image(), **kw)
     for j, i in enumerate((0, 3)):
         assert np.abs(out[i] - key_lat[j]).mean() < 0.1 * np.abs(free[i] - key_lat[j]).mean()
     video = g.integers(0, 255, (4, 64, 64, 3), dtype=np.uint8)
-    lat_in = (pipe.encode_frames(video) * pipe.cfg.vae.encode_scale).asnumpy()
+    lat_in = pipe.conditioner.latents(to_model_range(video)).asnumpy()
     weak = pipe(_image(), input_video=video, denoising_strength=0.05, **kw)
     strong = pipe(_image(), input_video=video, denoising_strength=0.9, **kw)
     assert np.abs(weak - lat_in).mean() < 0.2 * np.abs(strong - lat_in).mean()
@@ -281,7 +295,7 @@ def test_keyframes_are_kept_and_video_to_video_stays_close(pipe):
 @pytest.mark.parametrize("kw,message", [
     (dict(denoising_strength=0.5), "needs both input_video and denoising_strength < 1"),
     (dict(mask_frame_ids=[1]), "keyframes need both"),
-    (dict(mask_frames=np.zeros((1, 8, 8, 3), np.uint8), mask_frame_ids=[9]), r"must lie in \[0, 4\)"),
+    (dict(mask_frames=np.zeros((1, 8, 8, 3), np.uint8), mask_frame_ids=[9]), r"mask_frame_ids must be an integer <= 3, got 9"),
     (dict(decode_window=4, decode_stride=5), "leaves frames out"),
 ])
 def test_exvideo_option_errors(pipe, kw, message):

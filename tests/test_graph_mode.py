@@ -1,13 +1,14 @@
 """Graph mode (static compilation) gives the PyNative results."""
 import mindspore as ms
 import numpy as np
-from tests.helpers import rel_err
+import pytest
 from mindspore import Tensor
-from tests.test_unet import ms_unet, unet_inputs
+from tests.helpers import ms_unet, rel_err, unet_inputs
 
 TOL = 1e-5
 
 
+@pytest.mark.slow
 def test_unet_graph_equals_pynative(ms_model):
     x, t, ctx, ids = unet_inputs(5, seed=11)
     eager = ms_unet(ms_model.unet, x, t, ctx, ids)

@@ -53,6 +53,7 @@ def run_theirs(pipe, image, noise, **kw):
         return pipe(Image.fromarray(image), **args).frames[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("steps", [4, 8])
 def test_matches_diffusers(ours, theirs, image, noise, steps):
     a = run_ours(ours, image, noise, num_inference_steps=steps)
@@ -82,6 +83,7 @@ def test_same_seed_same_video_and_seed_matters(ours, image):
     assert made.settings.seed == 8 and np.array_equal(made.frames, c)
 
 
+@pytest.mark.slow
 def test_graph_equals_pynative_and_sequential_cfg_equals_batched(ours, image, noise):
     kw = dict(num_inference_steps=2)
     graph = run_ours(ours, image, noise, **kw)

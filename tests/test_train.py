@@ -3,6 +3,7 @@ kill/resume, overflow handling, EMA."""
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -40,7 +41,7 @@ def test_initial_weights_may_lack_only_exvideo_additions_or_a_scratch_unet(conve
     # their initialisation, every base weight is the file's
     model = build_model(ext_cfg, ["unet"])
     init = {n: p.asnumpy().copy() for n, p in model.parameters_and_names() if ".positional_" in n}
-    load_initial_weights(model, ext_cfg, str(converted[0]), "checkpoint")
+    load_initial_weights(model, str(converted[0]), "checkpoint")
     for n, prm in model.parameters_and_names():
         np.testing.assert_array_equal(prm.asnumpy(), init[n] if n in init else arrays[n], err_msg=n)
     assert init
@@ -50,18 +51,18 @@ def test_initial_weights_may_lack_only_exvideo_additions_or_a_scratch_unet(conve
     model = build_model(tiny_cfg, ["unet", "vae"])
     unet_init = {n: p.asnumpy().copy() for n, p in model.parameters_and_names() if n.startswith("unet.")}
     for path in (vae_only, converted[0]):
-        load_initial_weights(model, tiny_cfg, str(path), "scratch")
+        load_initial_weights(model, str(path), "scratch")
         for n, prm in model.parameters_and_names():
             np.testing.assert_array_equal(prm.asnumpy(), unet_init[n] if n in unet_init else arrays[n], err_msg=n)
     with pytest.raises(CheckpointError, match=r"missing \(\d+\): unet\."):
-        load_initial_weights(model, tiny_cfg, str(vae_only), "checkpoint")
+        load_initial_weights(model, str(vae_only), "checkpoint")
     # a wrong shape is named with both shapes, and nothing is copied
     name = next(n for n, a in arrays.items() if n.startswith("vae.") and a.ndim == 4)
     bad = tmp_path / "bad.ckpt"
     save_checkpoint(((n, a[:, :1] if n == name else a) for n, a in arrays.items()), bad)
     before = {n: p.asnumpy().copy() for n, p in model.parameters_and_names()}
     with pytest.raises(CheckpointError, match=rf"{name}: file \({arrays[name].shape[0]}, 1,"):
-        load_initial_weights(model, tiny_cfg, str(bad), "checkpoint")
+        load_initial_weights(model, str(bad), "checkpoint")
     for n, prm in model.parameters_and_names():
         np.testing.assert_array_equal(prm.asnumpy(), before[n], err_msg=n)
 
@@ -235,6 +236,7 @@ def final_weights(out: Path) -> dict:
     return dict(iter_checkpoint(latest(out / "checkpoints") / "trainable.ckpt"))
 
 
+@pytest.mark.slow
 def test_graph_training_halves_the_loss_on_one_clip(micro_run):
     """Full mode from scratch on a single clip: the denoising loss at fixed (σ, noise) pairs drops by half."""
     one = micro_run / "one_clip"
@@ -299,10 +301,10 @@ def test_exvideo_mode_trains_only_its_blocks_with_fp16_frozen_weights(micro_run)
         if initial is None:  # table and conv: compare with the constructor's initialisation
             initial = dict(model.parameters_and_names())[name].asnumpy()
         assert not np.array_equal(arr, initial), f"{name} did not change"
-    # frozen weights: the run saves only trainables, so rebuild the run's model and check the state it trains
-    from exvideo_ms.train.trainer import EnvironmentOptions, ModelOptions, Trainer, TrainOptions  # noqa: F401
-    opts = yaml.safe_load(cfg_path.read_text())
-    assert opts["train"]["frozen_dtype"] == "fp16"
+    # the frozen weights the run trained against (it saves only trainables): fp16, their norms float32
+    frozen = re.search(r"UNet weights: 132 trainable in Float32; frozen: (.*)", r.stderr).group(1)
+    counts = dict((d, int(n)) for n, d in re.findall(r"(\d+) in (\w+)", frozen))
+    assert set(counts) == {"Float16", "Float32"} and counts["Float16"] > counts["Float32"] > 0, frozen
 
 
 def test_frozen_parameters_stay_bit_identical(micro_run):
@@ -327,6 +329,7 @@ def test_frozen_parameters_stay_bit_identical(micro_run):
     assert all(np.array_equal(after[n].asnumpy(), v) for n, v in frozen.items())
 
 
+@pytest.mark.slow
 def test_two_workers_equal_one_process_with_double_batch(micro_run):
     # Adam divides by √v + ε: with the default ε = 1e-8, float32 noise on gradients that are zero by
     # construction (one-token cross-attention, shifts under one-channel GroupNorm groups) is amplified to
@@ -355,10 +358,15 @@ def test_two_workers_equal_one_process_with_double_batch(micro_run):
     assert "data parallel" in logs and not list((micro_run / "double").glob("checkpoints/*/rank*"))
 
 
+@pytest.mark.slow
 def test_kill_and_resume_continue_exactly(micro_run):
-    whole = write_config(micro_run, "whole", max_steps=8, save_every=2)
+    # ε = 1e-3 as in the two-worker test: with ε = 1e-8, Adam amplifies float32 rounding noise on gradients that
+    # are zero by construction to ±lr, and that noise differs between two processes that compute the same step
+    # (measured: 3e-5 after two steps with the same restored state, while AdamW's moments agree to 2e-9)
+    opt = {"lr": 1.0e-3, "eps": 1.0e-3}
+    whole = write_config(micro_run, "whole", max_steps=8, save_every=2, optimizer=opt)
     run_train(micro_run, whole)
-    cut = write_config(micro_run, "cut", max_steps=8, save_every=2)
+    cut = write_config(micro_run, "cut", max_steps=8, save_every=2, optimizer=opt)
     proc = run_train(micro_run, cut, wait=False)
     log = micro_run / "cut" / "train_log.jsonl"
     deadline = time.time() + 300

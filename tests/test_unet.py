@@ -4,37 +4,17 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from tests.helpers import rel_err
-from mindspore import Tensor
+from tests.helpers import ms_unet, rel_err, unet_inputs
 
 from exvideo_ms import backend
-from exvideo_ms.models.conditioner import added_time_vector, repeat_frames
 from exvideo_ms.nn.norm import UNET_RESBLOCK_EPS, UNET_TRANSFORMER_EPS, GroupNorm
 
-B, H, W = 2, 8, 16  # non-square latents, two videos
 TOL = 1e-4
-
-
-def unet_inputs(frames: int, seed: int = 0):
-    g = np.random.default_rng(seed)
-    x = g.standard_normal((B, frames, 8, H, W)).astype(np.float32)
-    t = np.array([0.25 * np.log(700.0), -0.9], np.float32)  # c_noise per video
-    ctx = g.standard_normal((B, 1, 32)).astype(np.float32)
-    ids = np.array([[6, 127, 0.02], [29, 40, 0.0]], np.float32)
-    return x, t, ctx, ids
 
 
 def torch_unet(unet, x, t, ctx, ids):
     with torch.no_grad():
         return unet(torch.from_numpy(x), torch.from_numpy(t), torch.from_numpy(ctx), torch.from_numpy(ids)).sample.numpy()
-
-
-def ms_unet(net, x, t, ctx, ids, dim=8):
-    b, frames = x.shape[:2]
-    y = repeat_frames(added_time_vector(Tensor(ids), dim), frames)
-    out = net(Tensor(x.reshape((b * frames,) + x.shape[2:])), Tensor(np.repeat(t, frames)),
-              repeat_frames(Tensor(ctx), frames), y, frames)
-    return out.asnumpy().reshape((b, frames) + out.shape[1:])
 
 
 @pytest.mark.parametrize("frames", [1, 5, 14])

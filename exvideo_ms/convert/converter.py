@@ -165,7 +165,7 @@ def make_plan(sources: Sequence[Source], config=None) -> Plan:
     if patches:
         patch = patches[0]
         try:
-            patch_map = diffsynth.table(cfg, patch.keys())
+            patch_map = diffsynth.table(patch.keys())
         except KeyError as e:
             raise ConversionError(f"{patch.path}: {e.args[0]}") from None
         for name, key in patch_map.items():

@@ -3,9 +3,7 @@ attention blocks named by their index in DiffSynth's flat ``SVDUNet.blocks`` lis
 (reference/exvideo.md §4, keys/exvideo_svd_128f_keys.txt).
 """
 import re
-from typing import Dict, Iterable, List, Tuple
-
-from exvideo_ms.config import SVDConfig
+from typing import Dict, Iterable
 
 # DiffSynth block index -> our SpatialVideoTransformer (sgm) prefix, for the SVD-XT UNet
 BLOCKS = {
@@ -86,7 +84,7 @@ def diffsynth_name(name: str) -> str:
     raise KeyError(f"{name}: not a parameter of an ExVideo temporal attention block")
 
 
-def table(cfg: SVDConfig, keys: Iterable[str]) -> Dict[str, str]:
+def table(keys: Iterable[str]) -> Dict[str, str]:
     """our parameter name -> patch key, for every key of the patch; unknown keys raise KeyError."""
     out, unknown = {}, []
     for key in keys:
@@ -97,18 +95,6 @@ def table(cfg: SVDConfig, keys: Iterable[str]) -> Dict[str, str]:
     if unknown:
         raise KeyError(f"{len(unknown)} patch key(s) not understood: " + "; ".join(unknown[:8]))
     return out
-
-
-def block_parameter_names(names: Iterable[str]) -> List[str]:
-    """The parameters ExVideo trains and ships: every name that ``diffsynth_name`` can express."""
-    keep = []
-    for n in names:
-        try:
-            diffsynth_name(n)
-        except KeyError:
-            continue
-        keep.append(n)
-    return keep
 
 
 def export_patch(checkpoint, output, progress: bool = True) -> int:

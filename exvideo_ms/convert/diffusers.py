@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Tuple
 
 from exvideo_ms.config import (ConditioningConfig, ConfigError, ImageEncoderConfig, SamplingConfig, SVDConfig,
                                UNetConfig, VAEConfig)
+from exvideo_ms.models.exvideo import is_extension_parameter
 from exvideo_ms.nn.norm import LAYER_NORM_EPS
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ CONCAT = "concat0"  # q, k, v projections -> stacked in_proj
 
 SVD_VIDEO_KERNEL = (3, 1, 1)  # both diffusers SVD models hard-code the (3, 1, 1) temporal conv kernel
 # StableVideoDiffusionPipeline.__call__ defaults (diffusers 0.42), used for a converted folder's sampling section
-PIPELINE_DEFAULTS = dict(num_steps=25, min_cfg=1.0, max_cfg=3.0, fps=7, motion_bucket_id=127,
+PIPELINE_DEFAULTS = dict(num_inference_steps=25, min_cfg=1.0, max_cfg=3.0, fps=7, motion_bucket_id=127,
                          noise_aug_strength=0.02)
 KARRAS_RHO = 7.0
 VAE_MID_RES_BLOCKS = 2  # sgm Decoder: mid.block_1, mid.attn_1, mid.block_2  # EulerDiscreteScheduler._convert_to_karras hard-codes rho = 7
@@ -93,7 +94,7 @@ def _unet_leaf(kind: str, rest: str) -> Optional[str]:
             return None
         return f"{'temporal' if temporal else 'spatial'}_res_block.{_RES[module]}.{leaf}"
     # attn: SpatialVideoTransformer
-    if rest.startswith(("positional_embedding.", "positional_conv.")):
+    if is_extension_parameter(rest):
         return None  # ExVideo's new tensors have no diffusers counterpart
     if rest.startswith("time_stack."):
         return "temporal_transformer_blocks." + rest[len("time_stack."):]

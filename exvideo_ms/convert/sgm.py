@@ -4,7 +4,7 @@ Our parameter names are the original's below a component prefix, so this table i
 Tensors the image-to-video model never uses are listed as knowingly unused (252 in SVD-XT,
 reference/svd_architecture.md §9.2).
 """
-from typing import Optional, Tuple
+from typing import Optional
 
 # sgm prefix -> our prefix
 PREFIXES = (
@@ -42,11 +42,3 @@ def target(key: str) -> Optional[str]:
 
 def is_unused(key: str) -> bool:
     return key in UNUSED_KEYS or key.startswith(UNUSED_PREFIXES)
-
-
-def source_key(name: str) -> Tuple[str, ...]:
-    """Inverse of ``target`` (used by tests and the exporter)."""
-    for src, dst in PREFIXES:
-        if name.startswith(dst):
-            return (src + name[len(dst):],)
-    raise KeyError(name)

@@ -10,13 +10,12 @@
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
 
-from exvideo_ms.checkpoint import bf16_bits_to_f32
+from exvideo_ms.checkpoint import SafetensorsReader
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 DIFFUSERS_COMPONENTS = ("unet", "vae", "image_encoder")
@@ -46,52 +45,10 @@ class Source:
         return f"{type(self).__name__}({self.path})"
 
 
-class SafetensorsFile(Source):
-    def __init__(self, path):
-        from safetensors import safe_open
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise SourceError(f"source not found: {self.path}")
-        try:
-            self._f = safe_open(str(self.path), framework="numpy")
-            keys = list(self._f.keys())
-        except Exception as e:  # SafetensorError: truncated or not a safetensors file
-            raise SourceError(f"{self.path}: not a readable safetensors file ({e})") from None
-        self._keys = keys
-        self._meta = {}
-        for k in keys:
-            sl = self._f.get_slice(k)
-            self._meta[k] = (tuple(sl.get_shape()), sl.get_dtype())
-        self._offsets = None
+class SafetensorsFile(SafetensorsReader, Source):
+    """A ``.safetensors`` file (checkpoint.SafetensorsReader), its errors as SourceError."""
 
-    def keys(self):
-        return list(self._keys)
-
-    def shape(self, key):
-        return self._meta[key][0]
-
-    def dtype(self, key):
-        return self._meta[key][1]
-
-    def get(self, key):
-        shape, dtype = self._meta[key]
-        if dtype == "BF16":
-            return bf16_bits_to_f32(self._raw(key, np.uint16)).reshape(shape)
-        try:
-            return self._f.get_tensor(key)
-        except Exception as e:
-            raise SourceError(f"{self.path}: cannot read tensor {key!r} ({e})") from None
-
-    def _raw(self, key, np_type):
-        if self._offsets is None:
-            with open(self.path, "rb") as f:
-                (n,) = struct.unpack("<Q", f.read(8))
-                header = json.loads(f.read(n))
-            self._offsets = {k: (8 + n + v["data_offsets"][0], 8 + n + v["data_offsets"][1])
-                             for k, v in header.items() if k != "__metadata__"}
-        start, end = self._offsets[key]
-        return np.fromfile(self.path, dtype=np_type, count=(end - start) // np.dtype(np_type).itemsize,
-                           offset=start)
+    error = SourceError
 
 
 class PickleFile(Source):

@@ -20,7 +20,9 @@ import numpy as np
 
 from exvideo_ms.data.motion import motion_bucket
 from exvideo_ms.data.sources import IMAGE_SUFFIXES, Clip, DatasetError, load_clips
-from exvideo_ms.data.transforms import frame_indices, resize_crop, to_model_range
+from exvideo_ms.data.streams import Stream, stream_rng
+from exvideo_ms.data.transforms import frame_indices, resize_crop
+from exvideo_ms.models.conditioner import to_model_range
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +73,7 @@ class _Order:
     def clip(self, index: int, attempt: int = 0) -> int:
         epoch, pos = divmod(index, self.n)
         if epoch not in self._cache:
-            self._cache = {epoch: np.random.default_rng([self.seed, epoch, 7]).permutation(self.n)}
+            self._cache = {epoch: stream_rng(self.seed, epoch, Stream.CLIP_ORDER).permutation(self.n)}
         return int(self._cache[epoch][(pos + attempt) % self.n])
 
 
@@ -147,7 +149,7 @@ class VideoClipSource:
         return x, np.float32(fps), np.float32(mb)
 
     def __getitem__(self, index: int):
-        rng = np.random.default_rng([self.seed, int(index), 11])
+        rng = stream_rng(self.seed, index, Stream.FRAME_WINDOW)
         for attempt in range(MAX_SKIPS):
             clip = self.clips[self.order.clip(int(index), attempt)]
             try:
@@ -190,7 +192,7 @@ class PrecomputedSource:
 
     def __getitem__(self, index: int):
         o = self.opts
-        rng = np.random.default_rng([self.seed, int(index), 11])
+        rng = stream_rng(self.seed, index, Stream.FRAME_WINDOW)
         for attempt in range(MAX_SKIPS):
             path = self.files[self.order.clip(int(index), attempt)]
             try:

@@ -28,8 +28,3 @@ def resize_crop(frame: np.ndarray, height: int, width: int) -> np.ndarray:
         img = img.resize((nw, nh), Image.LANCZOS)
     top, left = (nh - height) // 2, (nw - width) // 2
     return np.asarray(img.crop((left, top, left + width, top + height)), dtype=np.uint8)
-
-
-def to_model_range(frames: np.ndarray) -> np.ndarray:
-    """(T, H, W, 3) uint8 -> (T, 3, H, W) float32 in [-1, 1]: (x − 127.5)/127.5."""
-    return ((frames.astype(np.float32) - 127.5) / 127.5).transpose(0, 3, 1, 2)

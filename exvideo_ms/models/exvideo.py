@@ -23,6 +23,14 @@ from exvideo_ms.nn.layers import Conv3d, conv3d_precision
 POSITION_MAX_ID = 25
 POSITION_REPEAT = 20
 POSITIONAL_KERNEL = 3  # positional_conv is 3×3×3 with padding 1
+EXTENSION_CELLS = ("positional_embedding", "positional_conv")  # what ExVideo adds to a SpatialVideoTransformer
+
+
+def is_extension_parameter(name: str) -> bool:
+    """Whether a parameter name (``unet.``-prefixed or not) is one of ExVideo's additions: the one test every
+    caller uses (checkpoint loading, trainable sets, converter tables)."""
+    dotted = f".{name}"
+    return any(f".{cell}." in dotted for cell in EXTENSION_CELLS)
 
 
 def positional_ids(n: int, max_id: int = POSITION_MAX_ID, repeat_length: int = POSITION_REPEAT) -> np.ndarray:

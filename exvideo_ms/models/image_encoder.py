@@ -6,7 +6,6 @@ names (``conv1``, ``class_embedding``, ``transformer.resblocks.i.attn.in_proj_we
 224×224 (Gaussian blur, then bicubic with align_corners=True, as kornia / diffusers) -> [0, 1] -> CLIP
 mean/std. It runs in NumPy once per video, outside the compiled graph.
 """
-import math
 
 import mindspore as ms
 import numpy as np

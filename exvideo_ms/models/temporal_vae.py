@@ -17,7 +17,7 @@ from exvideo_ms.backend import Choices
 from exvideo_ms.config import VAEConfig
 from exvideo_ms.nn.attention import AttentionCall, Kernel, dot_product_attention
 from exvideo_ms.nn.blend import alpha_blend
-from exvideo_ms.nn.layers import Conv2d, Identity, conv2d, conv3d, nearest_upsample2x, silu
+from exvideo_ms.nn.layers import Conv2d, Identity, Upsample, conv2d, conv3d, silu
 from exvideo_ms.nn.norm import VAE_EPS, VAE_TEMPORAL_EPS, GroupNorm
 from exvideo_ms.nn.resblock import ResBlock, from_video, to_video
 
@@ -99,15 +99,6 @@ class Downsample(nn.Cell):
 
     def construct(self, x):
         return self.conv(ops.pad(x, (0, 1, 0, 1)))
-
-
-class Upsample(nn.Cell):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = conv2d(channels, channels, 3, padding=1)
-
-    def construct(self, x):
-        return self.conv(nearest_upsample2x(x))
 
 
 class Level(nn.Cell):

@@ -7,13 +7,12 @@ vector, num_video_frames T. The frame count is a call argument, not part of the 
 """
 from typing import Optional
 
-import mindspore as ms
 from mindspore import nn, ops
 
 from exvideo_ms.backend import Choices
 from exvideo_ms.config import ExVideoConfig, UNetConfig
 from exvideo_ms.nn.embeddings import mlp, timestep_embedding
-from exvideo_ms.nn.layers import SiLU, conv2d, nearest_upsample2x
+from exvideo_ms.nn.layers import SiLU, Upsample, conv2d
 from exvideo_ms.nn.norm import UNET_RESBLOCK_EPS, GroupNorm
 from exvideo_ms.nn.resblock import VideoResBlock
 from exvideo_ms.nn.transformer import SpatialVideoTransformer
@@ -30,17 +29,6 @@ class Downsample(nn.Cell):
 
     def construct(self, x):
         return self.op(x)
-
-
-class Upsample(nn.Cell):
-    """Nearest ×2, then conv 3×3 (``conv``)."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = conv2d(channels, channels, 3, padding=1)
-
-    def construct(self, x):
-        return self.conv(nearest_upsample2x(x))
 
 
 class TimestepEmbedSequential(nn.SequentialCell):

@@ -118,6 +118,17 @@ def nearest_upsample2x(x):
     return x.reshape(n, c, 2 * h, 2 * w)
 
 
+class Upsample(nn.Cell):
+    """Nearest ×2, then conv 3×3 (``conv``): sgm's ``Upsample`` in the UNet and the VAE decoder alike."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = conv2d(channels, channels, 3, padding=1)
+
+    def construct(self, x):
+        return self.conv(nearest_upsample2x(x))
+
+
 def row_spans(rows: int, bytes_per_row: int, budget: int, max_rows: Optional[int] = None):
     """Split ``rows`` into consecutive (start, end) spans whose temporaries stay within ``budget`` bytes (and
     that hold at most ``max_rows`` rows each)."""

@@ -42,20 +42,21 @@ def latest(root: Path) -> Optional[Path]:
     return dirs[-1] if dirs else None
 
 
-def save(root: Path, step: int, trainable: Dict[str, np.ndarray], optimizer: Dict[str, np.ndarray],
-         state: dict, ema: Optional[Dict[str, np.ndarray]] = None, keep_last: int = 3) -> Path:
-    """Write one checkpoint atomically and prune all but the newest ``keep_last``."""
+def save(root: Path, step: int, state: Dict[str, Optional[Dict[str, np.ndarray]]], meta: dict,
+         keep_last: int = 3) -> Path:
+    """Write one checkpoint atomically — ``state`` is a ``TrainingState.state_dict()`` (trainable, optimizer,
+    ema), ``meta`` goes to state.json — and prune all but the newest ``keep_last``."""
     root = Path(root)
     final = root / f"step-{step:07d}"
     tmp = root / f"step-{step:07d}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    save_checkpoint(trainable.items(), tmp / "trainable.ckpt")
-    if ema is not None:
-        save_checkpoint(ema.items(), tmp / "ema.ckpt")
-    save_checkpoint(optimizer.items(), tmp / "optimizer.ckpt")
-    (tmp / "state.json").write_text(json.dumps(state, indent=2, default=str))
+    save_checkpoint(state["trainable"].items(), tmp / "trainable.ckpt")
+    if state.get("ema") is not None:
+        save_checkpoint(state["ema"].items(), tmp / "ema.ckpt")
+    save_checkpoint(state["optimizer"].items(), tmp / "optimizer.ckpt")
+    (tmp / "state.json").write_text(json.dumps(meta, indent=2, default=str))
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -66,11 +67,12 @@ def save(root: Path, step: int, trainable: Dict[str, np.ndarray], optimizer: Dic
 
 
 def load(path: Path) -> dict:
-    """{"state", "trainable", "optimizer", "ema"} of a checkpoint directory (arrays by name)."""
+    """{"meta", "trainable", "optimizer", "ema"} of a checkpoint directory (arrays by name; ``meta`` is
+    state.json): what ``TrainingState.load_state_dict`` takes."""
     path = Path(path)
     if not (path / "state.json").is_file():
         raise CheckpointError(f"{path}: not a complete training checkpoint (no state.json)")
-    out = {"state": json.loads((path / "state.json").read_text()),
+    out = {"meta": json.loads((path / "state.json").read_text()),
            "trainable": dict(iter_checkpoint(path / "trainable.ckpt")),
            "optimizer": dict(iter_checkpoint(path / "optimizer.ckpt"))}
     out["ema"] = dict(iter_checkpoint(path / "ema.ckpt")) if (path / "ema.ckpt").is_file() else None

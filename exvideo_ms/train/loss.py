@@ -4,8 +4,8 @@
   ``contrast · x0`` (1.01), back-propagated × √(1+σ²)/σ;
 - ``edm`` (sgm / SVD): ln σ ~ N(P_mean, P_std²), x0-space MSE × (σ²+1)/σ².
 
-Both use the same preconditioning as sampling (``diffusion.edm.v_scalings``). σ and the noise are inputs,
-drawn outside the graph from the sample's own seed.
+Both call the denoiser sampling calls (``diffusion.denoiser.denoise``). σ and the noise are inputs, drawn
+outside the graph from the sample's own seed.
 """
 from dataclasses import dataclass
 from typing import Literal
@@ -13,8 +13,9 @@ from typing import Literal
 import mindspore as ms
 from mindspore import nn, ops
 
-from exvideo_ms.diffusion.edm import edm_weight, exvideo_weight, v_scalings
-from exvideo_ms.models.conditioner import added_time_vector
+from exvideo_ms.diffusion.denoiser import denoise
+from exvideo_ms.diffusion.edm import edm_weight, exvideo_weight
+from exvideo_ms.models.conditioner import added_time_vector, repeat_frames
 
 RECIPES = ("exvideo", "edm")
 
@@ -53,17 +54,11 @@ class DenoisingLoss(nn.Cell):
         clip_embedding (B, 1, D); time_ids (B, 3) [fps − 1, motion bucket, noise aug]; sigma (B,);
         noise (B, T, C, h, w)."""
         b, t, c, h, w = latents.shape
-        s = sigma.astype(ms.float32).reshape(b, 1, 1, 1, 1)
-        x = latents + s * noise
-        c_skip, c_out, c_in, c_noise = v_scalings(s, log=ops.log)
-        cond = ops.broadcast_to(cond_latent.reshape(b, 1, c, h, w), (b, t, c, h, w))
-        inp = ops.cat([x * c_in, cond], 2).reshape(b * t, 2 * c, h, w)
-        steps = ops.broadcast_to(c_noise.reshape(b, 1), (b, t)).reshape(b * t)
-        ctx = ops.broadcast_to(clip_embedding.reshape(b, 1, 1, -1), (b, t, 1, clip_embedding.shape[-1]))
-        vec = added_time_vector(time_ids, self.vector_dim)
-        vec = ops.broadcast_to(vec.reshape(b, 1, -1), (b, t, vec.shape[-1])).reshape(b * t, -1)
-        out = self.unet(inp, steps, ctx.reshape(b * t, 1, -1), vec, t).astype(ms.float32).reshape(b, t, c, h, w)
-        x0_pred = c_skip * x + c_out * out
+        s = sigma.astype(ms.float32)
+        x = (latents + s.reshape(b, 1, 1, 1, 1) * noise).reshape(b * t, c, h, w)
+        x0_pred = denoise(self.unet, x, repeat_frames(s.reshape(b, 1, 1, 1), t), repeat_frames(cond_latent, t),
+                          repeat_frames(clip_embedding, t), repeat_frames(added_time_vector(time_ids, self.vector_dim), t),
+                          t, log=ops.log).reshape(b, t, c, h, w)
         target = latents * self.contrast if self.recipe == "exvideo" else latents
         err = ((x0_pred - target) ** 2).reshape(b, -1).mean(axis=1)
         weight = exvideo_weight(sigma) if self.recipe == "exvideo" else edm_weight(sigma)

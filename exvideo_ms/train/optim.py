@@ -1,10 +1,11 @@
-"""AdamW with PyTorch's semantics (decoupled decay, bias-corrected moments), the optimizer ExVideo used.
-MindSpore's ``nn.AdamWeightDecay`` has no bias correction and ``mint.optim.AdamW`` has no CPU kernel, so the
-update is written out; moments are float32 like the trainable weights."""
-from dataclasses import dataclass, field
+"""AdamW with PyTorch's semantics (decoupled decay, bias-corrected moments), the optimizer ExVideo used,
+through MindSpore's fused ``AdamWeightDecay`` kernel (which has no bias correction of its own: it is folded
+into the kernel's arguments, see ``AdamW``); moments are float32 like the trainable weights."""
+from dataclasses import dataclass
 from typing import Tuple
 
 import mindspore as ms
+import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 
@@ -50,8 +51,7 @@ class AdamW(nn.Cell):
 
     Each parameter is updated in place by MindSpore's fused ``AdamWeightDecay`` kernel, which has no bias
     correction: with c1 = 1−β1ᵗ and c2 = √(1−β2ᵗ) it is given lr·c2/c1, ε·c2 and weight decay wd·c1/c2, which is
-    the update above exactly. (Written out as element-wise ops, the update kept every parameter's temporaries
-    alive at once: 10 GiB more peak memory in benchmarks/bench_train.py.)
+    the update above exactly (element-wise ops kept every parameter's temporaries alive at once: docs/benchmarks.md).
 
     Per-parameter work goes through ``ops.HyperMap``: a Python loop over hundreds of parameters costs
     minutes of graph compilation in MindSpore 2.8 (measured: 32 s for 363 element-wise ops), HyperMap < 1 s.
@@ -80,6 +80,22 @@ class AdamW(nn.Cell):
                              self.weight_decay * c1 / c2, grad_scale)
         return self.hyper_map(update, self.parameters, self.exp_avg, self.exp_avg_sq, grads)
 
-    def state_parameters(self):
-        """Everything needed to resume: both moments and the step count."""
-        return list(self.exp_avg) + list(self.exp_avg_sq) + [self.step_count]
+    def state_dict(self, names) -> dict:
+        """Both moments (``exp_avg.unet.<name>``, ``exp_avg_sq.unet.<name>``, by the parameters' ``names``) and
+        the step count (``adamw_step``)."""
+        out = {}
+        for prefix, group in (("exp_avg", self.exp_avg), ("exp_avg_sq", self.exp_avg_sq)):
+            out.update({f"{prefix}.unet.{n}": p.asnumpy() for n, p in zip(names, group)})
+        out["adamw_step"] = self.step_count.asnumpy()
+        return out
+
+    def state_shapes(self, names) -> dict:
+        shapes = {f"{prefix}.unet.{n}": tuple(p.shape) for prefix in ("exp_avg", "exp_avg_sq")
+                  for n, p in zip(names, self.parameters)}
+        return {**shapes, "adamw_step": ()}
+
+    def load_state_dict(self, state: dict, names) -> None:
+        for prefix, group in (("exp_avg", self.exp_avg), ("exp_avg_sq", self.exp_avg_sq)):
+            for n, p in zip(names, group):
+                p.set_data(Tensor(state[f"{prefix}.unet.{n}"]))
+        self.step_count.set_data(Tensor(np.asarray(state["adamw_step"], np.float32).reshape(())))

@@ -4,6 +4,7 @@ lowers the scale), optional global-norm clipping, gradient accumulation, AdamW."
 from dataclasses import dataclass
 
 import mindspore as ms
+import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 
@@ -122,5 +123,14 @@ class TrainStep(nn.Cell):
         ops.assign(self.loss_scale, new_scale)
         ops.assign(self.good_steps, ops.select(grow, ops.zeros_like(good), good))
 
-    def state_parameters(self):
-        return [self.loss_scale, self.good_steps]
+    def state_dict(self) -> dict:
+        """The dynamic loss scale and its count of finite steps."""
+        return {"loss_scale": self.loss_scale.asnumpy(),
+                "loss_scale_good_steps": self.good_steps.asnumpy().astype(np.int64)}
+
+    def state_shapes(self) -> dict:
+        return {"loss_scale": (), "loss_scale_good_steps": ()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loss_scale.set_data(Tensor(np.asarray(state["loss_scale"], np.float32).reshape(())))
+        self.good_steps.set_data(Tensor(np.asarray(state["loss_scale_good_steps"]).astype(np.int32).reshape(())))

@@ -19,13 +19,14 @@ from typing import Dict, List
 
 import mindspore as ms
 
+from exvideo_ms.models.exvideo import is_extension_parameter
 from exvideo_ms.nn.precision import cast_weights
 
 logger = logging.getLogger(__name__)
 
 MODES = ("exvideo", "temporal_only", "full")
-_EXVIDEO = re.compile(r"\.(time_stack\.\d+|time_pos_embed|positional_embedding|positional_conv)\.")
-_TEMPORAL = re.compile(r"\.(time_stack|time_mixer|time_pos_embed|positional_embedding|positional_conv)\.")
+_EXVIDEO = re.compile(r"\.(time_stack\.\d+|time_pos_embed)\.")  # a temporal transformer's own layers ...
+_TEMPORAL = re.compile(r"\.(time_stack|time_mixer|time_pos_embed)\.")  # every temporal layer ...
 _TRANSFORMER_TEMPORAL = re.compile(r"^(input_blocks\.\d+|middle_block|output_blocks\.\d+)\.1\.")
 
 
@@ -40,9 +41,10 @@ def trainable_names(unet, mode: str, has_extension: bool) -> List[str]:
         dotted = "." + name + "."
         if mode == "full":
             names.append(name)
-        elif mode == "temporal_only" and _TEMPORAL.search(dotted):
-            names.append(name)
-        elif mode == "exvideo" and _TRANSFORMER_TEMPORAL.match(name) and _EXVIDEO.search(dotted):
+        elif mode == "temporal_only" and (_TEMPORAL.search(dotted) or is_extension_parameter(name)):
+            names.append(name)  # ... and ExVideo's additions
+        elif mode == "exvideo" and _TRANSFORMER_TEMPORAL.match(name) and (_EXVIDEO.search(dotted)
+                                                                            or is_extension_parameter(name)):
             names.append(name)
     return names
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import Counter
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -24,21 +25,23 @@ from exvideo_ms.checkpoint import CheckpointError, load_checkpoint
 from exvideo_ms.config import SVDConfig, load_config, to_dict
 from exvideo_ms.data.dataset import DataOptions, batches, make_source, sample_indices
 from exvideo_ms.diffusion.edm import sample_sigma_grid, sample_sigma_lognormal
-from exvideo_ms.models.conditioner import added_time_ids
-from exvideo_ms.models.image_encoder import preprocess
+from exvideo_ms.data import streams
+from exvideo_ms.data.streams import Stream, stream_rng
+from exvideo_ms.models.conditioner import Conditioner, added_time_ids
+from exvideo_ms.models.exvideo import is_extension_parameter
 from exvideo_ms.models.svd import build_model
 from exvideo_ms.train import checkpoint as ckpt
 from exvideo_ms.train.ema import EMA
 from exvideo_ms.train.log import StepLog, plot_loss
 from exvideo_ms.train.loss import DenoisingLoss, LossOptions
 from exvideo_ms.train.optim import AdamW, OptimizerOptions, learning_rate
+from exvideo_ms.train.state import TrainingState
 from exvideo_ms.train.parallel import ParallelState, grad_reducer, init_parallel
 from exvideo_ms.train.step import LossScaleOptions, TrainStep
 from exvideo_ms.train.trainable import configure, describe, set_recompute, trainable_names
 
 logger = logging.getLogger(__name__)
 
-ENCODE_CHUNK = 8  # frames per VAE encoder call (ExVideo encodes 8 at a time)
 
 
 @dataclass
@@ -204,7 +207,7 @@ def frozen_dtype(name: str, choices: backend.Choices):
     return backend.DTYPES[name]
 
 
-def load_initial_weights(model, cfg: SVDConfig, path, init_unet: str) -> None:
+def load_initial_weights(model, path, init_unet: str) -> None:
     """Load ``path`` (one file or a list, later files replacing earlier ones' tensors) into ``model``; the only
     tensors allowed to be absent are ExVideo's additions (which keep their identity / folded-sinusoid
     initialisation) and, with ``init_unet=scratch``, the UNet. Tensors of components this run does not
@@ -224,8 +227,7 @@ def load_initial_weights(model, cfg: SVDConfig, path, init_unet: str) -> None:
         return name.split(".")[0] not in built or (skip_unet and name.startswith("unet."))
 
     def may_miss(name):
-        return (skip_unet and name.startswith("unet.")) or ".positional_embedding." in name \
-            or ".positional_conv." in name
+        return (skip_unet and name.startswith("unet.")) or is_extension_parameter(name)
     owner = load_checkpoint(model, path, ignore=ignore, may_miss=may_miss)
     kept = [n for n in params if n not in owner]
     if kept:
@@ -233,46 +235,10 @@ def load_initial_weights(model, cfg: SVDConfig, path, init_unet: str) -> None:
                     "UNet from scratch" if skip_unet else "ExVideo's new table and conv")
 
 
-class Conditioner:
-    """The frozen encoders outside the train graph: VAE latents of the frames (× encode scale), the unscaled
-    conditioning latent of frame 0 (+ noise aug) and its CLIP embedding."""
-
-    def __init__(self, model, cfg: SVDConfig):
-        self.vae, self.image_encoder, self.cfg = model.vae, model.image_encoder, cfg
-
-    def latents(self, frames: np.ndarray) -> np.ndarray:
-        """(B, T, 3, H, W) in [-1, 1] -> (B, T, C, h, w) VAE modes × the encode scale."""
-        b, t = frames.shape[:2]
-        flat = frames.reshape((b * t,) + frames.shape[2:])
-        parts = [self.vae.encode(Tensor(flat[i:i + ENCODE_CHUNK])).asnumpy() for i in range(0, len(flat), ENCODE_CHUNK)]
-        return (np.concatenate(parts).reshape((b, t) + parts[0].shape[1:]) * np.float32(self.cfg.vae.encode_scale)
-                ).astype(np.float32)
-
-    def clip_embeddings(self, images: np.ndarray) -> np.ndarray:
-        """(N, 3, H, W) in [-1, 1] -> (N, 1, D) CLIP embeddings."""
-        pix = preprocess(images, self.cfg.image_encoder.image_size)
-        return self.image_encoder(Tensor(pix)).asnumpy()[:, None].astype(np.float32)
-
-    def __call__(self, frames: np.ndarray, noise_aug: float, rngs) -> Dict[str, np.ndarray]:
-        latents = self.latents(frames)
-        first = frames[:, 0]
-        if noise_aug > 0:
-            noise = np.stack([r.standard_normal(first.shape[1:]) for r in rngs]).astype(np.float32)
-            cond = self.vae.encode(Tensor(first + np.float32(noise_aug) * noise)).asnumpy()
-        else:
-            cond = latents[:, 0] / np.float32(self.cfg.vae.encode_scale)  # the clean first frame's latent
-        return {"latents": latents, "cond_latent": cond.astype(np.float32),
-                "clip_embedding": self.clip_embeddings(first)}
-
-
-def _sample_rngs(seed: int, indices, stream: int):
-    return [np.random.default_rng([seed, int(i), stream]) for i in indices]
-
-
 def draw_sigma_and_noise(opts: TrainOptions, cfg: SVDConfig, indices, latent_shape):
     """σ (one per video) and unit noise, from each sample's own seed."""
     sig, noise = [], []
-    for rng in _sample_rngs(opts.seed, indices, stream=3):
+    for rng in (stream_rng(opts.seed, i, Stream.SIGMA_AND_NOISE) for i in indices):
         if opts.loss.recipe == "exvideo":
             s = sample_sigma_grid(rng, 1, opts.loss.num_sigmas, cfg.sampling.sigma_min, cfg.sampling.sigma_max,
                                   cfg.sampling.rho)
@@ -301,12 +267,15 @@ class Trainer:
         if train.validation.every > 0:
             components = ["unet", "vae", "image_encoder"]
         self.model = build_model(self.cfg, components, choices=choices)
-        load_initial_weights(self.model, self.cfg, model_opts.checkpoint, model_opts.init_unet)
+        load_initial_weights(self.model, model_opts.checkpoint, model_opts.init_unet)
         unet = self.model.unet
         self.names = trainable_names(unet, train.mode, self.cfg.exvideo is not None)
         unet_params = dict(unet.parameters_and_names())
         low = frozen_dtype(train.frozen_dtype, choices)
         self.trainable = configure(unet, self.names, None if low == ms.float32 else low)
+        frozen = Counter(str(p.dtype) for p in unet.get_parameters() if not p.requires_grad)
+        logger.info("UNet weights: %d trainable in Float32; frozen: %s", len(self.trainable),
+                    ", ".join(f"{n} in {d}" for d, n in sorted(frozen.items())) or "none")
         for comp in components[1:]:
             for p in getattr(self.model, comp).get_parameters():
                 p.requires_grad = False
@@ -324,34 +293,19 @@ class Trainer:
                                    train.optimizer.grad_accum, grad_reducer(self.trainable, self.par), self.par.world)
         backend.set_jit_level(self.step_cell, choices.jit_level)
         self.ema = EMA(self.trainable, train.ema.decay) if train.ema.enable else None
-        self.conditioner = None if precomputed else Conditioner(self.model, self.cfg)
+        self.conditioner = None if precomputed else Conditioner(self.model.vae, self.model.image_encoder, self.cfg)
+        self.state = TrainingState(self.names, self.trainable, self.optimizer, self.step_cell, self.ema)
         self.log = StepLog(self.out / "train_log.jsonl", self.par.is_main)
         self.start_step = 0
 
     # ---------------------------------------------------------------------------------------- state
-    def _trainable_arrays(self) -> Dict[str, np.ndarray]:
-        return {f"unet.{n}": p.asnumpy() for n, p in zip(self.names, self.trainable)}
-
-    def _optimizer_arrays(self) -> Dict[str, np.ndarray]:
-        out = {}
-        for prefix, group in (("exp_avg", self.optimizer.exp_avg), ("exp_avg_sq", self.optimizer.exp_avg_sq)):
-            for n, p in zip(self.names, group):
-                out[f"{prefix}.unet.{n}"] = p.asnumpy()
-        out["adamw_step"] = self.optimizer.step_count.asnumpy()
-        out["loss_scale"] = self.step_cell.loss_scale.asnumpy()
-        out["loss_scale_good_steps"] = self.step_cell.good_steps.asnumpy().astype(np.int64)
-        return out
-
     def save(self, step: int) -> Optional[Path]:
         if not self.par.is_main:
             return None
-        ema = ({f"unet.{n}": p.asnumpy() for n, p in zip(self.names, self.ema.shadow)} if self.ema else None)
-        state = {"step": step, "seed": self.opts.seed, "mode": self.opts.mode, "world": self.par.world,
-                 "samples_seen": step * self.opts.optimizer.grad_accum * self.par.world * self.opts.batch_size,
-                 "rng": "numpy default_rng([seed, global sample index, stream]): data 7/11, noise 3",
-                 "model_config": to_dict(self.cfg), "options": dataclasses.asdict(self.opts)}
-        path = ckpt.save(self.out / "checkpoints", step, self._trainable_arrays(), self._optimizer_arrays(),
-                         state, ema, self.opts.keep_last)
+        meta = {"step": step, "seed": self.opts.seed, "mode": self.opts.mode, "world": self.par.world,
+                "samples_seen": step * self.opts.optimizer.grad_accum * self.par.world * self.opts.batch_size,
+                "rng": streams.describe(), "model_config": to_dict(self.cfg), "options": dataclasses.asdict(self.opts)}
+        path = ckpt.save(self.out / "checkpoints", step, self.state.state_dict(), meta, self.opts.keep_last)
         plot_loss(self.log.path, self.out / "loss.png", f"{self.cfg.name}: {self.opts.mode} training")
         logger.info("saved %s", path)
         return path
@@ -362,34 +316,37 @@ class Trainer:
             logger.info("resume auto: no checkpoint in %s, starting at step 0", self.out / "checkpoints")
             return
         data = ckpt.load(path)
-        if data["state"]["mode"] != self.opts.mode:
-            raise CheckpointError(f"{path} was saved in mode {data['state']['mode']!r}, not {self.opts.mode!r}")
-        expected = set(self._trainable_arrays())
-        if set(data["trainable"]) != expected:
-            raise CheckpointError(f"{path}: its trainable tensors differ from this run's "
-                                  f"({len(set(data['trainable']) ^ expected)} names differ)")
-        for n, p in zip(self.names, self.trainable):
-            p.set_data(Tensor(data["trainable"][f"unet.{n}"]))
-        opt = data["optimizer"]
-        for prefix, group in (("exp_avg", self.optimizer.exp_avg), ("exp_avg_sq", self.optimizer.exp_avg_sq)):
-            for n, p in zip(self.names, group):
-                p.set_data(Tensor(opt[f"{prefix}.unet.{n}"]))
-        self.optimizer.step_count.set_data(Tensor(opt["adamw_step"]))
-        self.step_cell.loss_scale.set_data(Tensor(opt["loss_scale"]))
-        self.step_cell.good_steps.set_data(Tensor(opt["loss_scale_good_steps"].astype(np.int32)))
-        if self.ema is not None:
-            source = data["ema"] or data["trainable"]
-            for n, p in zip(self.names, self.ema.shadow):
-                p.set_data(Tensor(source[f"unet.{n}"]))
-        self.start_step = int(data["state"]["step"])
+        if data["meta"]["mode"] != self.opts.mode:
+            raise CheckpointError(f"{path} was saved in mode {data['meta']['mode']!r}, not {self.opts.mode!r}")
+        try:
+            self.state.load_state_dict(data)
+        except CheckpointError as e:
+            raise CheckpointError(f"{path}: {e}") from None
+        self.start_step = int(data["meta"]["step"])
         self.log.truncate_after(self.start_step)
         logger.info("resumed from %s at step %d", path, self.start_step)
 
     # ------------------------------------------------------------------------------------------ loop
+    def condition(self, frames: np.ndarray, indices) -> Dict[str, np.ndarray]:
+        """(B, T, 3, H, W) frames in [-1, 1] -> the loss's latents (× encode scale), the unscaled conditioning
+        latent of frame 0 (noise-augmented from each sample's own stream) and frame 0's CLIP embedding."""
+        b, t = frames.shape[:2]
+        latents = self.conditioner.latents(frames.reshape((b * t,) + frames.shape[2:])).asnumpy()
+        latents = latents.reshape((b, t) + latents.shape[1:])
+        first, aug = frames[:, 0], self.opts.noise_aug_strength
+        if aug > 0:
+            noise = np.stack([stream_rng(self.opts.seed, i, Stream.CONDITION_NOISE).standard_normal(first.shape[1:])
+                              for i in indices])
+            cond = self.conditioner.condition_latent(first, aug, noise).asnumpy()
+        else:  # the clean first frame's latent, already encoded
+            cond = latents[:, 0] / np.float32(self.cfg.vae.encode_scale)
+        return {"latents": latents.astype(np.float32), "cond_latent": cond.astype(np.float32),
+                "clip_embedding": self.conditioner.clip_embedding(first).asnumpy()}
+
     def batch_inputs(self, batch: Dict[str, np.ndarray], indices) -> tuple:
         o = self.opts
         if self.conditioner is not None:
-            cond = self.conditioner(batch["frames"], o.noise_aug_strength, _sample_rngs(o.seed, indices, 5))
+            cond = self.condition(batch["frames"], indices)
         else:
             cond = {k: batch[k] for k in ("latents", "cond_latent", "clip_embedding")}
         ids = np.stack([added_time_ids(f, m, o.noise_aug_strength) for f, m in
