@@ -9,10 +9,19 @@ with autograd, gradient checkpointing and torch.optim.AdamW. Each framework runs
 report the first step (MindSpore: graph compilation included), the steady step (mean of the rest), peak RSS.
 
     python -m benchmarks.bench_train [--steps 3] [--frames 8] [--size 16] [--frozen fp32|fp16]
+
+``--zero`` instead writes the per-rank memory of the ZeRO stages (train/zero.py) on the same mid-size model: one
+process, and two msrun CPU workers at each stage 0/1/2 (2 steps, 4 frames, 64×64: the optimizer's share does not
+depend on the clip size): the bytes each rank holds, counted from its tensors, and its peak RSS.
+
+    python -m benchmarks.bench_train --zero
 """
 import argparse
 import dataclasses
 import gc
+import os
+import subprocess
+import sys
 
 import numpy as np
 
@@ -65,6 +74,127 @@ def worker_mindspore(frames, size, steps, frozen="fp32"):
                 trainable=int(sum(p.size for p in trainable)))
 
 
+def worker_zero(frames, size, steps, stage, distributed, out):
+    """One rank of the ZeRO memory table: counted bytes of what it holds, and its peak RSS."""
+    import json
+    from pathlib import Path
+
+    import mindspore as ms
+    from mindspore import Tensor
+
+    from exvideo_ms.backend import choices, setup_device
+    from exvideo_ms.config import load_config
+    from exvideo_ms.models.unet import VideoUNet
+    from exvideo_ms.train.loss import DenoisingLoss
+    from exvideo_ms.train.optim import AdamW
+    from exvideo_ms.train.parallel import init_parallel
+    from exvideo_ms.train.step import LossScaleOptions, TrainStep
+    from exvideo_ms.train.trainable import configure, set_recompute, trainable_names
+    from exvideo_ms.train.zero import GradientSync
+    setup_device("CPU", mode=0)
+    par = init_parallel(distributed, stage)
+    cfg = load_config("configs/exvideo_svd_128f.yaml")
+    unet = VideoUNet(dataclasses.replace(cfg.unet, model_channels=MID_WIDTH, num_head_channels=HEAD_CHANNELS),
+                     cfg.exvideo, choices=choices())
+    trainable = configure(unet, trainable_names(unet, "exvideo", True), None)
+    set_recompute(unet)
+    optimizer = AdamW(trainable, layout=par.layout)
+    step = TrainStep(DenoisingLoss(unet, "exvideo", 1.01, 256), optimizer, LossScaleOptions(),
+                     sync=GradientSync(par.layout))
+    step.set_train(True)
+    b = batch(frames, size, seed=par.rank)
+    args = [Tensor(b[k]) for k in ("latents", "cond", "clip", "ids", "sigma", "noise")]
+    for _ in range(steps):
+        float(step(Tensor(1e-5, ms.float32), True, *args)[0].asnumpy())
+    n = [int(p.size) for p in trainable]
+    held_grad = sum(par.layout.slice_size((k,)) if par.layout.scatters_gradients else k for k in n) * 4
+    result = dict(world=par.world, stage=stage, rank=par.rank, trainable_bytes=sum(n) * 4,
+                  frozen_bytes=sum(int(p.nbytes) for p in unet.get_parameters() if not p.requires_grad),
+                  reduced_grad_bytes=held_grad, optimizer_bytes=optimizer.state_bytes(), peak_rss=peak_rss_gib())
+    Path(out, f"rank{par.rank}.json").write_text(json.dumps(result))
+    return result
+
+
+def zero_table(frames: int, size: int, steps: int) -> None:
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from benchmarks.common import REPO
+    rows = []
+    for world, stage in ((1, 0), (2, 0), (2, 1), (2, 2)):
+        with tempfile.TemporaryDirectory() as out:
+            args = ["--worker", "zero", "--frames", str(frames), "--size", str(size), "--steps", str(steps),
+                    "--stage", str(stage), "--out", out]
+            env = dict(os.environ, OMP_NUM_THREADS="1" if world > 1 else str(THREADS), GLOG_v="3",
+                       PYTHONPATH=str(REPO), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+            if world == 1:
+                cmd = [sys.executable, "-m", "benchmarks.bench_train", *args]
+            else:
+                cmd = [str(Path(sys.executable).with_name("msrun")), "--worker_num=2", "--local_worker_num=2",
+                       "--master_port=8811", f"--log_dir={out}/logs", "--join=True", "benchmarks/bench_train.py",
+                       *args, "--distributed"]
+            proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=7200)
+            if proc.returncode != 0:
+                logs = "".join(p.read_text()[-3000:] for p in Path(out).glob("logs/*.log"))
+                raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}\n{logs}")
+            rows += [json.loads(p.read_text()) for p in sorted(Path(out).glob("rank*.json"))]
+    gib = 2 ** 30
+    lines = [f"`python -m benchmarks.bench_train --zero` — per-rank memory of ExVideo-mode training, mid-size SVD-XT "
+             f"(half width, {rows[0]['trainable_bytes'] // 4:,} trainable parameters), {frames} frames, "
+             f"{size * 8}×{size * 8}, batch 1 per rank, fp32, recompute; msrun CPU workers with 1 thread each (one "
+             "process: 2 threads). Bytes are counted from the tensors each rank holds; RSS is measured.", "",
+             "| ranks | ZeRO stage | rank | trainable weights (GiB) | mean gradient held (GiB) | AdamW moments (GiB) "
+             "| frozen weights (GiB) | peak RSS (GiB) |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['world']} | {r['stage']} | {r['rank']} | {r['trainable_bytes'] / gib:.3f} | "
+                     f"{r['reduced_grad_bytes'] / gib:.3f} | {r['optimizer_bytes'] / gib:.3f} | "
+                     f"{r['frozen_bytes'] / gib:.3f} | {r['peak_rss']:.2f} |")
+    append_section("ZeRO stages: per-rank memory, mid-size, ExVideo mode", lines)
+
+
+def _key_list_elements(path, prefix=""):
+    """Element counts per tensor name of a published key/shape list (tests/data/keys)."""
+    import math
+    out = {}
+    for line in open(path):
+        if line.startswith("#") or "\t" not in line:
+            continue
+        name, shape = line.rstrip("\n").split("\t")
+        if name.startswith(prefix):
+            out[name] = math.prod(int(d) for d in shape.strip("()").split(",") if d.strip())
+    return out
+
+
+def zero_projection(ranks=(1, 8, 16)) -> None:
+    """Per-NPU bytes of full-size ExVideo training (SVD-XT + ExVideo's 128-frame patch, exvideo mode, frozen
+    weights in bf16), counted from the published key lists; activations are not included."""
+    from benchmarks.common import REPO
+    keys = REPO / "tests" / "data" / "keys"
+    patch = _key_list_elements(keys / "exvideo_svd_128f_keys.txt")
+    added = sum(n for k, n in patch.items() if "positional_embedding.embeddings" in k or "positional_conv" in k)
+    unet = sum(_key_list_elements(keys / "sgm_svd_xt_keys.txt", "model.diffusion_model.").values())
+    trainable = sum(patch.values())
+    frozen = unet - (trainable - added)
+    gb = 1e9
+    lines = [f"`python -m benchmarks.bench_train --zero` — counted, not measured: full-size ExVideo post-tuning "
+             f"(SVD-XT UNet {unet:,} elements + ExVideo's table and conv; {trainable:,} trainable in fp32 from the "
+             f"ExVideo-SVD-128f-v1 key list, {frozen:,} frozen in bf16), per NPU, before activations "
+             "(128×512², batch 1, recompute: not measurable here). \"gradient\" is what a rank keeps after the "
+             "reduction and in gradient accumulation; within a step the backward pass still produces each local "
+             f"gradient whole (up to {trainable * 4 / gb:.2f} GB more while it is being reduced).", "",
+             "| NPUs | ZeRO stage | frozen weights | trainable weights | gradient | AdamW moments | total (GB) |",
+             "|---|---|---|---|---|---|---|"]
+    for n in ranks:
+        for stage in ((0,) if n == 1 else (0, 1, 2)):
+            w, f = trainable * 4, frozen * 2
+            g = trainable * 4 / (n if stage == 2 else 1)
+            m = trainable * 8 / (n if stage >= 1 else 1)
+            lines.append(f"| {n} | {stage} | {f / gb:.2f} | {w / gb:.2f} | {g / gb:.2f} | {m / gb:.2f} | "
+                         f"{(w + f + g + m) / gb:.2f} |")
+    append_section("ZeRO stages: projected per-NPU memory, full-size ExVideo", lines)
+
+
 def worker_torch(frames, size, steps):
     import torch
     from diffusers import UNetSpatioTemporalConditionModel
@@ -101,13 +231,26 @@ def worker_torch(frames, size, steps):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--worker", choices=["ms", "torch"])
-    p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--size", type=int, default=16, help="latent size (pixels / 8)")
+    p.add_argument("--worker", choices=["ms", "torch", "zero"])
+    p.add_argument("--zero", action="store_true", help="the ZeRO per-rank memory table instead")
+    p.add_argument("--stage", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--distributed", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    p.add_argument("--steps", type=int, help="steps (default 3; --zero: 2)")
+    p.add_argument("--frames", type=int, help="frames (default 8; --zero: 4)")
+    p.add_argument("--size", type=int, help="latent size, pixels / 8 (default 16; --zero: 8)")
     p.add_argument("--frozen", choices=["fp16", "fp32"], default="fp32",
                    help="dtype of MindSpore's frozen weights (fp32 is train.py's CPU default)")
     a = p.parse_args()
+    if a.worker == "zero":
+        limit_threads()
+        emit(worker_zero(a.frames, a.size, a.steps, a.stage, a.distributed, a.out))
+        return
+    if a.zero:
+        zero_projection()
+        zero_table(a.frames or 4, a.size or 8, a.steps or 2)
+        return
+    a.frames, a.size, a.steps = a.frames or 8, a.size or 16, a.steps or 3
     if a.worker:
         limit_threads()
         emit(worker_mindspore(a.frames, a.size, a.steps, a.frozen) if a.worker == "ms"

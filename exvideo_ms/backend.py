@@ -10,7 +10,7 @@
 | GroupNorm kernel               | ops.group_norm    | ops.group_norm    | ops.group_norm   | two BatchNorm kernels |
 | GEGLU                          | MindSpore ops     | MindSpore ops     | MindSpore ops    | fused kernel (geglu.cc)|
 | graph jit level                | O0                | O0                | O0               | O0                    |
-| optimizer-parallel sharding    | yes               | yes               | no               | no                    |
+| ZeRO-2 gradient reduce-scatter | ops.ReduceScatter | ops.ReduceScatter | ops.ReduceScatter | AllReduce + own slice |
 
 A network is built for one ``Choices`` value, passed to its constructor (``build_model(cfg, choices=...)``);
 ``choices()`` is the process's own: that of the device ``setup_device`` selected, or the one ``use`` forces.
@@ -33,6 +33,9 @@ Documentation relied on (MindSpore 2.8.0 wheel unless stated):
 - bfloat16 on 910A: none (the flash docstring's "Atlas A2 only"; CANN's bf16 support starts with Atlas A2).
   MindSpore tells the chips apart by ``MSContext.get_ascend_soc_version()`` ("ascend910" = 910A,
   "ascend910b"/"ascend910_93" = A2/A3), as its own ``mindspore/amp.py`` l.48-55 does.
+- ``ops.ReduceScatter`` (ops/operations/comm_ops.py, its docstring): "Supported Platforms: ``Ascend`` ``GPU``";
+  on CPU 2.8.0 raises "Unsupported op [ReduceScatter] on CPU" (measured under msrun with 2 workers, where
+  AllReduce with SUM and AllGather run; AllReduce with MAX raises "only support reduce sum on CPU").
 - ``set_context(jit_config=...)`` is deprecated (context.py l.1401: "Please use the related parameter of
   mindspore.jit"); ``mindspore.jit`` builds a ``JitConfig`` (common/api.py l.226), which we set per cell.
 """
@@ -83,7 +86,7 @@ class Choices:
     group_norm: str  # "batch_norm" (two fused BatchNorm kernels) | "group_norm" (ops.group_norm)
     geglu: str  # "fused" (CPU kernel, geglu.cc) | "ops"
     jit_level: str
-    parallel_optimizer: bool
+    reduce_scatter: bool  # ops.ReduceScatter has a kernel (else ZeRO-2 reduces with AllReduce, keeps its slice)
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     emulated: bool = False  # another chip's choices on this device: NPU-only kernels are contract doubles
 
@@ -136,10 +139,10 @@ def choices_for(device: str, chip: Optional[str] = None) -> Choices:
         return Choices("Ascend", chip, flash, low, low, low, "fp16", "group_norm", "ops", "O0", True)
     if device == "GPU":
         # float32 inference by default: no GPU run of this code has been verified yet
-        return Choices("GPU", "gpu", frozenset(), "fp16", "fp32", "fp16", None, "group_norm", "ops", "O0", False)
+        return Choices("GPU", "gpu", frozenset(), "fp16", "fp32", "fp16", None, "group_norm", "ops", "O0", True)
     # CPU: MindSpore 2.8 has no CPU bf16 conv/matmul kernels; fp16 frozen weights measured slower and larger
     # than fp32 (benchmarks/bench_train.py); the two-BatchNorm GroupNorm and the fused GEGLU measured fastest
-    # (benchmarks/bench_norm.py, bench_geglu.py); enable_parallel_optimizer raises "only supports Ascend"
+    # (benchmarks/bench_norm.py, bench_geglu.py); ReduceScatter has no CPU kernel (measured)
     return Choices("CPU", "cpu", frozenset(), "fp16", "fp32", "fp32", None, "batch_norm", "fused", "O0", False)
 
 

@@ -65,7 +65,7 @@ def test_documented_limits_are_the_installed_wheels():
 def test_choices_per_chip():
     assert A2.flash_attention == frozenset(backend.ATTENTION_KINDS)
     assert (A2.low_precision, A2.inference_dtype, A2.frozen_dtype, A2.conv3d_dtype) == ("bf16",) * 3 + ("fp16",)
-    assert A2.bf16 and A2.group_norm == "group_norm" and A2.parallel_optimizer
+    assert A2.bf16 and A2.group_norm == "group_norm" and A2.reduce_scatter
     assert backend.choices_for("Ascend", "ascend910_93").flash_attention == A2.flash_attention  # A3: as A2
     # 910A: neither flash attention nor bfloat16
     assert A1.flash_attention == frozenset() and not A1.bf16
@@ -75,7 +75,7 @@ def test_choices_per_chip():
     assert (gpu.inference_dtype, gpu.frozen_dtype, gpu.conv3d_dtype, gpu.group_norm) == ("fp32", "fp16", None, "group_norm")
     assert (cpu.inference_dtype, cpu.frozen_dtype, cpu.conv3d_dtype, cpu.group_norm, cpu.geglu) == \
         ("fp32", "fp32", None, "batch_norm", "fused")
-    assert not cpu.bf16 and not cpu.parallel_optimizer and gpu.bf16
+    assert not cpu.bf16 and not cpu.reduce_scatter and gpu.bf16 and gpu.reduce_scatter
     assert backend.choices() == cpu  # this machine
 
 

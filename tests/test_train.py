@@ -330,32 +330,50 @@ def test_frozen_parameters_stay_bit_identical(micro_run):
 
 
 @pytest.mark.slow
-def test_two_workers_equal_one_process_with_double_batch(micro_run):
+def test_two_zero2_workers_equal_one_process_with_double_batch(micro_run):
+    # ZeRO stage 2 through train.py (tests/test_zero.py covers stages 0-2, overflow, clipping and resume on a
+    # small model); in-training EMA on, a validation video on rank 0 at the last step.
     # Adam divides by √v + ε: with the default ε = 1e-8, float32 noise on gradients that are zero by
     # construction (one-token cross-attention, shifts under one-channel GroupNorm groups) is amplified to
     # ±lr and differs with the summation order; ε = 1e-3 keeps that noise below the tolerance while every
     # real gradient still drives the update
-    opt = {"lr": 1.0e-3, "eps": 1.0e-3}
-    single = write_config(micro_run, "single", max_steps=3, save_every=3, batch_size=2, optimizer=opt)
+    from PIL import Image
+    from exvideo_ms.train import checkpoint as ckpt
+    image = micro_run / "validation.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), np.uint8)).save(image)
+    common = dict(max_steps=3, save_every=3, optimizer={"lr": 1.0e-3, "eps": 1.0e-3}, ema={"enable": True})
+    single = write_config(micro_run, "single", batch_size=2, **common)
     run_train(micro_run, single)
-    double = write_config(micro_run, "double", max_steps=3, save_every=3, batch_size=1, optimizer=opt)
+    double = write_config(micro_run, "double", batch_size=1, validation={"every": 3, "image": str(image),
+                                                                        "num_frames": 4, "steps": 2}, **common)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
                MSRUN=str(Path(sys.executable).with_name("msrun")), LOG_DIR=str(micro_run / "msrun_logs"),
                MASTER_PORT=str(8200 + os.getpid() % 500))
-    r = subprocess.run(["bash", str(REPO / "scripts" / "train_cpu_2p.sh"), str(double)], env=env, cwd=REPO,
-                       capture_output=True, text=True, timeout=900)
+    r = subprocess.run(["bash", str(REPO / "scripts" / "train_cpu_2p.sh"), str(double), "--environment.zero_stage",
+                        "2"], env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
     logs = "\n".join(p.read_text() for p in (micro_run / "msrun_logs").glob("*.log"))
     assert r.returncode == 0, (r.stderr[-2000:], logs[-4000:])
-    a, b = final_weights(micro_run / "single"), final_weights(micro_run / "double")
+    a, b = (ckpt.load(ckpt.latest(micro_run / name / "checkpoints")) for name in ("single", "double"))
+    assert b["meta"]["world"] == 2 and b["meta"]["zero_stage"] == 2
+    for group in ("trainable", "optimizer", "ema"):
+        assert a[group].keys() == b[group].keys()
+        for k in a[group]:
+            assert b[group][k].shape == a[group][k].shape, k  # whole tensors, gathered from both ranks
+        assert max(float(np.abs(a[group][k] - b[group][k]).max()) for k in a[group]) <= 1e-5, group
     base = dict(iter_checkpoint(micro_run / "micro.ckpt"))
-    assert a.keys() == b.keys()
-    assert max(float(np.abs(a[k] - b[k]).max()) for k in a) <= 1e-5
-    moved = max(float(np.abs(a[k] - base[k]).max()) for k in a)
+    moved = max(float(np.abs(a["trainable"][k] - base[k]).max()) for k in a["trainable"])
     assert moved > 1e-4  # the weights did train
     la = [json.loads(x)["loss"] for x in (micro_run / "single" / "train_log.jsonl").read_text().splitlines()]
     lb = [json.loads(x)["loss"] for x in (micro_run / "double" / "train_log.jsonl").read_text().splitlines()]
     np.testing.assert_allclose(lb, la, rtol=1e-5)  # rank 0 logs the mean over both ranks
-    assert "data parallel" in logs and not list((micro_run / "double").glob("checkpoints/*/rank*"))
+    assert "ZeRO stage 2" in logs and not list((micro_run / "double").glob("checkpoints/*/rank*"))
+    reports = [json.loads((micro_run / "double" / "memory" / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    held = [m["optimizer_state_bytes"] for m in reports]
+    whole = sum(v.nbytes for k, v in a["optimizer"].items() if k.startswith("exp_avg"))  # both moments, fp32
+    assert held[0] == held[1] and whole / 2 <= held[0] <= whole / 2 + 8 * len(a["trainable"])  # + padding
+    assert all(m["peak_rss_mib"] > 100 for m in reports)
+    with Image.open(micro_run / "double" / "validation" / "step-0000003.gif") as gif:  # written by rank 0
+        assert gif.n_frames == 4
 
 
 @pytest.mark.slow
@@ -527,3 +545,31 @@ def test_frozen_dtype_choices_per_backend():
             frozen_dtype("bf16", chip)
     with pytest.raises(ValueError, match="got 'fp8'"):
         frozen_dtype("fp8", cpu)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["10.0.0.1", "0", "2", "CONFIG", "--train.max_steps", "3"], "expected '--' before the config"),
+    (["10.0.0.1", "0", "2", "CONFIG"], "too few arguments"),
+    (["10.0.0.1", "2", "2", "--", "CONFIG"], r"NODE_RANK must be an integer in \[0, 2\), got '2'"),
+    (["10.0.0.1", "0", "x", "--", "CONFIG"], "NUM_NODES must be a positive integer, got 'x'"),
+    (["10.0.0.1", "0", "2", "--", "missing.yaml"], "config file not found: missing.yaml"),
+])
+def test_multinode_script_refuses_bad_arguments(args, message):
+    config = "configs/train/exvideo_svd_128f.yaml"
+    r = subprocess.run(["bash", "scripts/train_ascend_multinode.sh", *[config if a == "CONFIG" else a for a in args]],
+                       cwd=REPO, capture_output=True, text=True, env=dict(os.environ, PRINT_ONLY="1"))
+    assert r.returncode == 2 and re.search(message, r.stderr), r.stderr
+
+
+def test_ascend_scripts_launch_the_tested_zero2_path():
+    config = "configs/train/exvideo_svd_128f.yaml"
+    env = dict(os.environ, PRINT_ONLY="1")
+    multi = subprocess.run(["bash", "scripts/train_ascend_multinode.sh", "10.0.0.1", "1", "2", "4", "--", config,
+                            "--train.max_steps", "3"], cwd=REPO, capture_output=True, text=True, env=env)
+    single = subprocess.run(["bash", "scripts/train_ascend_8p.sh", config], cwd=REPO, capture_output=True, text=True,
+                            env=env)
+    for r in (multi, single):
+        assert r.returncode == 0, r.stderr
+        assert "--environment.distributed true --environment.zero_stage 2" in r.stdout
+    assert "--worker_num=8 --local_worker_num=4" in multi.stdout and "--node_rank=1" in multi.stdout
+    assert "--log_dir=logs/train_multinode/node_1" in multi.stdout and multi.stdout.rstrip().endswith("3")

@@ -1,63 +1,44 @@
-"""Data parallelism under ``msrun`` and optimizer-parallel sharding where the backend has it.
+"""The ranks of an ``msrun`` job and the ZeRO layout they train with.
 
-- every backend: data parallel, gradients averaged across ranks (``DistributedGradReducer``);
-- Ascend: optionally MindSpore's optimizer parallelism (``enable_parallel_optimizer``, semi-auto parallel
-  with data-parallel strategies, shard size configurable). Other backends raise "only supports Ascend"
-  for it (measured on CPU), so we warn once and keep plain data parallel.
+Collectives are explicit (``train/zero.py``), so the job needs only ``mindspore.communication.init()``: no
+``set_auto_parallel_context``, which MindSpore 2.8 marks deprecated (in favour of ``mindspore.parallel.auto_parallel
+.AutoParallel``) and whose static-graph parallel modes MindSpore 2.11's release notes retire in Q4 2026.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 
-import mindspore as ms
-
-from exvideo_ms import backend
+from exvideo_ms.train.zero import STAGES, Layout
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ParallelState:
     rank: int = 0
     world: int = 1
-    optimizer_parallel: bool = False
-
-    @property
-    def distributed(self) -> bool:
-        return self.world > 1 or self.optimizer_parallel
+    zero_stage: int = 0
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.zero_stage, self.rank, self.world)
 
-def init_parallel(distributed: bool, parallel_optimizer: bool, shard_size: int = -1) -> ParallelState:
+
+def init_parallel(distributed: bool, zero_stage: int = 0) -> ParallelState:
+    """Join the ``msrun`` job when ``distributed`` (rank and world size from MindSpore's communication layer)."""
+    if zero_stage not in STAGES:
+        raise ValueError(f"--environment.zero_stage must be one of {STAGES}, got {zero_stage!r}")
     if not distributed:
-        return ParallelState()
+        if zero_stage:
+            logger.info("zero_stage %d has nothing to shard in a single process", zero_stage)
+        return ParallelState(zero_stage=zero_stage)
     from mindspore.communication import get_group_size, get_rank, init
     init()
-    rank, world = get_rank(), get_group_size()
-    use_po = parallel_optimizer and backend.choices().parallel_optimizer
-    if parallel_optimizer and not use_po:
-        logger.warning("optimizer-parallel sharding needs Ascend (MindSpore raises 'only supports Ascend' on %s): "
-                       "training with plain data parallel, full optimizer state on every rank",
-                       backend.device_target())
-    ms.reset_auto_parallel_context()
-    if use_po:
-        ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.SEMI_AUTO_PARALLEL, gradients_mean=True,
-                                     device_num=world, enable_parallel_optimizer=True,
-                                     parallel_optimizer_config={"optimizer_weight_shard_size": shard_size})
-    else:
-        ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
-                                     device_num=world)
-    logger.info("rank %d of %d, %s", rank, world, "optimizer parallel" if use_po else "data parallel")
-    return ParallelState(rank, world, use_po)
-
-
-def grad_reducer(params, state: ParallelState):
-    """Mean of gradients across ranks (None when single-process or when the framework inserts it)."""
-    if state.world <= 1 or state.optimizer_parallel:
-        return None
-    from mindspore import nn
-    return nn.DistributedGradReducer(params, mean=True, degree=state.world)
+    state = ParallelState(get_rank(), get_group_size(), zero_stage)
+    logger.info("rank %d of %d, data parallel, ZeRO stage %d", state.rank, state.world, zero_stage)
+    return state

@@ -1,11 +1,14 @@
 """The compiled train step: gradients of the weighted loss w.r.t. the trainable parameters with a dynamic
-loss scale, mean across data-parallel ranks, overflow check (a non-finite gradient skips the update and
-lowers the scale), optional global-norm clipping, gradient accumulation, AdamW."""
+loss scale, mean across data-parallel ranks (whole or, at ZeRO stage 2, this rank's slices: ``train/zero.py``),
+overflow check (a non-finite gradient on any rank skips the update on every rank and lowers the scale),
+optional global-norm clipping (the norm of the whole mean gradient), gradient accumulation, AdamW."""
 from dataclasses import dataclass
 
 import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
+
+from exvideo_ms.train.zero import GradientSync, Layout
 
 
 @dataclass
@@ -36,15 +39,9 @@ class _ScaledLoss(nn.Cell):
         return weighted * scale, (weighted, plain)
 
 
-_finite = ops.MultitypeFuncGraph("finite")
 _scaled = ops.MultitypeFuncGraph("scaled")
 _accumulate = ops.MultitypeFuncGraph("accumulate")
 _zero = ops.MultitypeFuncGraph("zero")
-
-
-@_finite.register("Tensor")
-def _is_finite(g):
-    return ops.isfinite(g).all()
 
 
 @_scaled.register("Tensor", "Tensor")
@@ -66,7 +63,7 @@ class TrainStep(nn.Cell):
     """Per-parameter work uses ``ops.HyperMap`` (Python loops over hundreds of parameters compile for minutes)."""
 
     def __init__(self, loss: nn.Cell, optimizer, scale: LossScaleOptions, grad_clip: float = 0.0,
-                 grad_accum: int = 1, reducer=None, world: int = 1):
+                 grad_accum: int = 1, sync: GradientSync = None):
         super().__init__(auto_prefix=False)
         self.scaled = _ScaledLoss(loss)
         self.optimizer = optimizer
@@ -79,12 +76,13 @@ class TrainStep(nn.Cell):
         self.good_steps = Parameter(Tensor(0, ms.int32), name="loss_scale_good_steps", requires_grad=False)
         self.grad_clip = float(grad_clip)
         self.accum = int(grad_accum)
-        if self.accum > 1:
-            self.accum_grads = self.weights.clone(prefix="accum", init="zeros")
-        self.reducer = reducer
-        self.world = world
-        if reducer is not None:
-            self.allreduce = ops.AllReduce()  # the logged losses are the mean over ranks
+        self.sync = sync if sync is not None else GradientSync(Layout())
+        if self.accum > 1:  # held like the reduced gradient: whole, or this rank's slice at ZeRO stage 2
+            layout = self.sync.layout
+            shape = layout.held_shape if layout.scatters_gradients else tuple
+            self.accum_grads = ms.ParameterTuple(
+                Parameter(Tensor(np.zeros(shape(w.shape), np.float32)), name=f"accum.{w.name}", requires_grad=False)
+                for w in self.weights)
         self.dynamic = bool(scale.enable)
 
     def construct(self, lr, apply: bool, *inputs):
@@ -92,20 +90,19 @@ class TrainStep(nn.Cell):
         happens when ``apply`` (a graph constant)."""
         scale = self.loss_scale * 1.0
         (_, (weighted, plain)), grads = self.value_and_grad(scale, *inputs)
-        if self.reducer is not None:
-            grads = self.reducer(grads)
-            weighted = self.allreduce(weighted) / self.world
-            plain = self.allreduce(plain) / self.world
+        grads = self.sync(grads)
+        weighted, plain = self.sync.mean(weighted), self.sync.mean(plain)
         inv_scale = 1.0 / scale
         if self.accum > 1:
             self.hyper_map(ops.partial(_accumulate, 1.0 / self.accum), self.accum_grads, grads)
             if not apply:
                 return weighted, plain, ops.isfinite(weighted), scale
             grads = self.accum_grads
-        finite = ops.logical_and(ops.isfinite(weighted), ops.stack(self.hyper_map(_finite, grads)).all())
-        if self.grad_clip > 0:
-            grads = ops.clip_by_global_norm(self.hyper_map(ops.partial(_scaled, inv_scale), grads), self.grad_clip)
-            inv_scale = ops.ones_like(inv_scale)
+        finite = ops.logical_and(ops.isfinite(weighted), self.sync.all_finite(grads))
+        if self.grad_clip > 0:  # as ops.clip_by_global_norm: g · clip / max(‖g‖, clip)
+            grads = self.hyper_map(ops.partial(_scaled, inv_scale), grads)
+            norm = self.sync.norm(grads)
+            inv_scale = self.grad_clip / ops.maximum(norm, self.grad_clip)
         if finite:
             self.optimizer(grads, lr, inv_scale)
         if self.accum > 1:

@@ -7,10 +7,12 @@ precomputed), draws σ and noise from the samples' own seeds, and calls the comp
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
-from collections import Counter
+import resource
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Literal, Optional, Union
@@ -23,10 +25,10 @@ from tqdm.auto import tqdm
 from exvideo_ms import backend, validate
 from exvideo_ms.checkpoint import CheckpointError, load_checkpoint
 from exvideo_ms.config import SVDConfig, load_config, to_dict
-from exvideo_ms.data.dataset import DataOptions, batches, make_source, sample_indices
-from exvideo_ms.diffusion.edm import sample_sigma_grid, sample_sigma_lognormal
 from exvideo_ms.data import streams
+from exvideo_ms.data.dataset import DataOptions, batches, make_source, sample_indices
 from exvideo_ms.data.streams import Stream, stream_rng
+from exvideo_ms.diffusion.edm import sample_sigma_grid, sample_sigma_lognormal
 from exvideo_ms.models.conditioner import Conditioner, added_time_ids
 from exvideo_ms.models.exvideo import is_extension_parameter
 from exvideo_ms.models.svd import build_model
@@ -35,10 +37,11 @@ from exvideo_ms.train.ema import EMA
 from exvideo_ms.train.log import StepLog, plot_loss
 from exvideo_ms.train.loss import DenoisingLoss, LossOptions
 from exvideo_ms.train.optim import AdamW, OptimizerOptions, learning_rate
+from exvideo_ms.train.parallel import ParallelState, init_parallel
 from exvideo_ms.train.state import TrainingState
-from exvideo_ms.train.parallel import ParallelState, grad_reducer, init_parallel
 from exvideo_ms.train.step import LossScaleOptions, TrainStep
 from exvideo_ms.train.trainable import configure, describe, set_recompute, trainable_names
+from exvideo_ms.train.zero import GradientSync
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +70,8 @@ class EnvironmentOptions:
     """device to train on (default: the best available)"""
     distributed: bool = False
     """data parallel over the msrun workers (gradients averaged)"""
-    parallel_optimizer: bool = True
-    """Ascend only: shard optimizer state (MindSpore's parallel optimizer); elsewhere a warning and plain data
-    parallel"""
-    optimizer_shard_size: int = -1
-    """ranks per optimizer shard group (-1: all)"""
+    zero_stage: Literal[0, 1, 2] = 0
+    """ZeRO sharding across the msrun workers: 0 none, 1 AdamW moments, 2 moments and gradients (train/zero.py)"""
     jit_level: Optional[Literal["O0", "O1"]] = None
     """graph compilation level (default: the backend's, O0)"""
 
@@ -173,7 +173,8 @@ def check_options(train: TrainOptions) -> None:
         raise validate.OptionError("--train.validation.every is set but --train.validation.image is not")
 
 
-RUN_FILES = ("checkpoints", "train_log.jsonl", "loss.png", "validation")  # what a run writes in its output_dir
+# what a run writes in its output_dir (memory/: every rank's optimizer-state bytes and peak RSS)
+RUN_FILES = ("checkpoints", "train_log.jsonl", "loss.png", "validation", "memory")
 
 
 def prepare_output_dir(train: TrainOptions, is_main: bool) -> Path:
@@ -249,6 +250,11 @@ def draw_sigma_and_noise(opts: TrainOptions, cfg: SVDConfig, indices, latent_sha
     return np.asarray(sig, np.float32), np.stack(noise).astype(np.float32)
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 class Trainer:
     def __init__(self, model_opts: ModelOptions, train: TrainOptions, env: EnvironmentOptions):
         check_options(train)
@@ -257,7 +263,7 @@ class Trainer:
         choices = backend.choices()
         if env.jit_level is not None:
             choices = dataclasses.replace(choices, jit_level=env.jit_level)
-        self.par: ParallelState = init_parallel(env.distributed, env.parallel_optimizer, env.optimizer_shard_size)
+        self.par: ParallelState = init_parallel(env.distributed, env.zero_stage)
         self.out = prepare_output_dir(train, self.par.is_main)
         self.cfg = load_config(model_opts.config)
         self.source = make_source(train.dataset, train.seed)  # the data is checked before the model is built
@@ -286,11 +292,12 @@ class Trainer:
             if env.mode != 0:
                 raise ValueError("recompute works in graph mode (environment.mode 0)")
             logger.info("recomputing %d UNet blocks in the backward pass", set_recompute(unet))
-        self.optimizer = AdamW(self.trainable, train.optimizer.betas, train.optimizer.eps, train.optimizer.weight_decay)
+        self.optimizer = AdamW(self.trainable, train.optimizer.betas, train.optimizer.eps, train.optimizer.weight_decay,
+                               self.par.layout)
         loss = DenoisingLoss(unet, train.loss.recipe, train.loss.contrast_enhance_scale,
                              self.cfg.conditioning.addition_time_embed_dim)
         self.step_cell = TrainStep(loss, self.optimizer, train.loss_scale, train.optimizer.grad_clip,
-                                   train.optimizer.grad_accum, grad_reducer(self.trainable, self.par), self.par.world)
+                                   train.optimizer.grad_accum, GradientSync(self.par.layout, choices))
         backend.set_jit_level(self.step_cell, choices.jit_level)
         self.ema = EMA(self.trainable, train.ema.decay) if train.ema.enable else None
         self.conditioner = None if precomputed else Conditioner(self.model.vae, self.model.image_encoder, self.cfg)
@@ -300,12 +307,14 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------------- state
     def save(self, step: int) -> Optional[Path]:
+        """Every rank calls this (sharded optimizer state is gathered); rank 0 writes."""
+        state = self.state.state_dict()
         if not self.par.is_main:
             return None
-        meta = {"step": step, "seed": self.opts.seed, "mode": self.opts.mode, "world": self.par.world,
+        meta = {"step": step, "seed": self.opts.seed, "mode": self.opts.mode, "world": self.par.world, "zero_stage": self.par.zero_stage,
                 "samples_seen": step * self.opts.optimizer.grad_accum * self.par.world * self.opts.batch_size,
                 "rng": streams.describe(), "model_config": to_dict(self.cfg), "options": dataclasses.asdict(self.opts)}
-        path = ckpt.save(self.out / "checkpoints", step, self.state.state_dict(), meta, self.opts.keep_last)
+        path = ckpt.save(self.out / "checkpoints", step, state, meta, self.opts.keep_last)
         plot_loss(self.log.path, self.out / "loss.png", f"{self.cfg.name}: {self.opts.mode} training")
         logger.info("saved %s", path)
         return path
@@ -386,7 +395,8 @@ class Trainer:
             record = {"step": step + 1, "loss": float(plain.asnumpy()), "weighted_loss": float(weighted.asnumpy()),
                       "sigma": float(np.mean(sigmas)), "lr": float(lr.asnumpy()), "loss_scale": float(scale.asnumpy()),
                       "overflow": not finite, "step_time": dt,
-                      "samples_per_s": accum * o.batch_size * self.par.world / dt, "skipped_clips": skipped}
+                      "samples_per_s": accum * o.batch_size * self.par.world / dt, "skipped_clips": skipped,
+                      "peak_rss_mib": peak_rss_mib()}
             self.log.write(record)
             bar.set_postfix(loss=f"{record['loss']:.4f}", scale=f"{record['loss_scale']:.0f}")
             if not finite:
@@ -396,6 +406,19 @@ class Trainer:
                 self.save(step + 1)
             if o.validation.every and (step + 1) % o.validation.every == 0 and self.par.is_main:
                 self.validate(step + 1)
+        self.report_memory()
+
+    def report_memory(self) -> Path:
+        """Every rank writes ``memory/rank-<r>.json``: the optimizer-state bytes it holds (counted from its
+        tensors) and its peak RSS."""
+        report = {"rank": self.par.rank, "world": self.par.world, "zero_stage": self.par.zero_stage,
+                  "optimizer_state_bytes": self.optimizer.state_bytes(), "peak_rss_mib": round(peak_rss_mib(), 1)}
+        path = self.out / "memory" / f"rank-{self.par.rank}.json"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(report) + "\n")
+        logger.info("rank %d: peak RSS %.0f MiB, optimizer state %d bytes", self.par.rank, report["peak_rss_mib"],
+                    report["optimizer_state_bytes"])
+        return path
 
     def validate(self, step: int) -> Path:
         from exvideo_ms.media import write_gif
