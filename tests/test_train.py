@@ -236,6 +236,10 @@ def final_weights(out: Path) -> dict:
     return dict(iter_checkpoint(latest(out / "checkpoints") / "trainable.ckpt"))
 
 
+# measured: loss ratio 0.30 after 240 steps at lr 2e-3, 0.34 after 60 steps at lr 6e-3 (28 s less)
+STEPS_OVERFIT, LR_OVERFIT = 60, 6.0e-3
+
+
 @pytest.mark.slow
 def test_graph_training_halves_the_loss_on_one_clip(micro_run):
     """Full mode from scratch on a single clip: the denoising loss at fixed (σ, noise) pairs drops by half."""
@@ -244,8 +248,8 @@ def test_graph_training_halves_the_loss_on_one_clip(micro_run):
     meta = json.loads((micro_run / "latents" / "precomputed.json").read_text())
     (one / meta["files"][0]).write_bytes((micro_run / "latents" / meta["files"][0]).read_bytes())
     (one / "precomputed.json").write_text(json.dumps({**meta, "files": meta["files"][:1]}))
-    cfg_path = write_config(micro_run, "overfit", max_steps=240, save_every=240, dataset={"path": str(one)},
-                            optimizer={"lr": 2.0e-3})
+    cfg_path = write_config(micro_run, "overfit", max_steps=STEPS_OVERFIT, save_every=STEPS_OVERFIT,
+                            dataset={"path": str(one)}, optimizer={"lr": LR_OVERFIT})
     run_train(micro_run, cfg_path, "--model.init_unet", "scratch")
 
     cfg = load_config(MICRO)
@@ -276,7 +280,7 @@ def test_graph_training_halves_the_loss_on_one_clip(micro_run):
     before, after = eval_loss(start.unet), eval_loss(trained.unet)
     assert after <= 0.5 * before, (before, after)
     log = [json.loads(line) for line in (micro_run / "overfit" / "train_log.jsonl").read_text().splitlines()]
-    assert len(log) == 240 and set(log[0]) >= {"step", "loss", "weighted_loss", "sigma", "lr", "loss_scale",
+    assert len(log) == STEPS_OVERFIT and set(log[0]) >= {"step", "loss", "weighted_loss", "sigma", "lr", "loss_scale",
                                                "overflow", "step_time", "samples_per_s", "skipped_clips"}
     assert (micro_run / "overfit" / "loss.png").is_file()
 

@@ -1,7 +1,7 @@
 """ZeRO stages 0-2 (exvideo_ms/train/zero.py): the slicing arithmetic exactly, and two msrun CPU workers at
 batch 1 against one process at batch 2 through the real TrainStep / AdamW / EMA / TrainingState
 (tests/zero_worker.py): weights, both AdamW moments, EMA, loss scale and losses after a step whose gradient
-is NaN on rank 1 only and with clipping active; resume 2 → 1 and 1 → 2."""
+is NaN on rank 1 only and with clipping active; resume 2 → 2, 2 → 1 and 1 → 2."""
 import json
 import os
 import subprocess
@@ -61,7 +61,8 @@ def _two_workers(out: Path, logs: Path, *extra) -> None:
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("zero")
     _single(root / "one")
-    _two_workers(root / "two", root / "logs_two", "--resume-from", str(root / "one"), str(root / "one_to_two"))
+    _two_workers(root / "two", root / "logs_two", "--resume-from", str(root / "one"), str(root / "one_to_two"),
+                 "--resume-from", str(root / "two"), str(root / "two_to_two"))
     _single(root / "two_to_one", "--skip-fresh", "--resume-from", str(root / "two"), str(root / "two_to_one"))
     return root
 
@@ -116,7 +117,7 @@ def test_optimizer_state_per_rank_halves(runs):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("resumed", ["two_to_one", "one_to_two"])
+@pytest.mark.parametrize("resumed", ["two_to_one", "one_to_two", "two_to_two"])
 def test_resume_into_another_world_size_continues_equal(runs, resumed):
     for case in zero_worker.CASES:
         one = _state(runs / "one" / f"{case}_at{zero_worker.STEPS}.npz")

@@ -6,10 +6,10 @@ Sample ``i`` (global index, as ``data.dataset.sample_indices`` assigns them: ran
 same samples as w workers at batch 1. Sample ``OVERFLOW_SAMPLE`` makes one parameter's gradient NaN while
 its loss stays finite (d/da √|a·z| at z = 0): with two workers only rank 1 sees it.
 
-    python tests/zero_worker.py OUT [--distributed] [--resume-from DIR RESUMED_OUT] [--skip-fresh]
+    python tests/zero_worker.py OUT [--distributed] [--resume-from DIR RESUMED_OUT ...] [--skip-fresh]
 
-writes every case trained from scratch into OUT (unless --skip-fresh), then, with --resume-from, every case
-resumed from DIR's state after RESUME_AT steps into RESUMED_OUT.
+writes every case trained from scratch into OUT (unless --skip-fresh), then, for each --resume-from, every
+case resumed from DIR's state after RESUME_AT steps into RESUMED_OUT.
 """
 import argparse
 import json
@@ -109,7 +109,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("out", type=Path)
     p.add_argument("--distributed", action="store_true")
-    p.add_argument("--resume-from", type=Path, nargs=2, metavar=("DIR", "RESUMED_OUT"))
+    p.add_argument("--resume-from", type=Path, nargs=2, metavar=("DIR", "RESUMED_OUT"), action="append", default=[])
     p.add_argument("--skip-fresh", action="store_true")
     args = p.parse_args()
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
@@ -118,8 +118,7 @@ def main():
         args.out.mkdir(parents=True, exist_ok=True)
         for case in CASES:
             run(case, par, args.out)
-    if args.resume_from:
-        source, resumed = args.resume_from
+    for source, resumed in args.resume_from:
         resumed.mkdir(parents=True, exist_ok=True)
         for case in CASES:
             run(case, par, resumed, source)
