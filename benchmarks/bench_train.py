@@ -10,9 +10,10 @@ report the first step (MindSpore: graph compilation included), the steady step (
 
     python -m benchmarks.bench_train [--steps 3] [--frames 8] [--size 16] [--frozen fp32|fp16]
 
-``--zero`` instead writes the per-rank memory of the ZeRO stages (train/zero.py) on the same mid-size model: one
-process, and two msrun CPU workers at each stage 0/1/2 (2 steps, 4 frames, 64×64: the optimizer's share does not
-depend on the clip size): the bytes each rank holds, counted from its tensors, and its peak RSS.
+``--zero`` instead writes the per-rank memory of the ZeRO stages (train/zero.py) on a 96-channel model
+(SVD-XT has 320, mid-size 160): one process, and two msrun CPU workers at each stage 0/1/2 (2 steps, 2 frames,
+128×128: the optimizer's share does not depend on the clip size): the bytes each rank holds, counted from its
+tensors, and its peak RSS.
 
     python -m benchmarks.bench_train --zero
 """
@@ -29,6 +30,8 @@ from benchmarks.common import (THREADS, Timer, append_section, emit, limit_threa
                                record, run_worker)
 
 MID_WIDTH, HEAD_CHANNELS = 160, 32
+ZERO_WIDTH = 96  # --zero: two workers at MID_WIDTH were OOM-killed (12 GiB each, measured) on a 24 GiB machine;
+#                 96 is divisible by GroupNorm's 32 groups and 32-channel heads at every level
 
 
 def batch(frames: int, size: int, seed: int = 0):
@@ -74,7 +77,7 @@ def worker_mindspore(frames, size, steps, frozen="fp32"):
                 trainable=int(sum(p.size for p in trainable)))
 
 
-def worker_zero(frames, size, steps, stage, distributed, out):
+def worker_zero(frames, size, steps, stage, distributed, out, width=MID_WIDTH):
     """One rank of the ZeRO memory table: counted bytes of what it holds, and its peak RSS."""
     import json
     from pathlib import Path
@@ -94,7 +97,7 @@ def worker_zero(frames, size, steps, stage, distributed, out):
     setup_device("CPU", mode=0)
     par = init_parallel(distributed, stage)
     cfg = load_config("configs/exvideo_svd_128f.yaml")
-    unet = VideoUNet(dataclasses.replace(cfg.unet, model_channels=MID_WIDTH, num_head_channels=HEAD_CHANNELS),
+    unet = VideoUNet(dataclasses.replace(cfg.unet, model_channels=width, num_head_channels=HEAD_CHANNELS),
                      cfg.exvideo, choices=choices())
     trainable = configure(unet, trainable_names(unet, "exvideo", True), None)
     set_recompute(unet)
@@ -115,7 +118,7 @@ def worker_zero(frames, size, steps, stage, distributed, out):
     return result
 
 
-def zero_table(frames: int, size: int, steps: int) -> None:
+def zero_table(frames: int, size: int, steps: int, width: int) -> None:
     import json
     import tempfile
     from pathlib import Path
@@ -124,7 +127,8 @@ def zero_table(frames: int, size: int, steps: int) -> None:
     rows = []
     for world, stage in ((1, 0), (2, 0), (2, 1), (2, 2)):
         with tempfile.TemporaryDirectory() as out:
-            args = ["--worker", "zero", "--frames", str(frames), "--size", str(size), "--steps", str(steps),
+            # not "--worker zero": msrun reads the script's options too and takes --worker for --worker_num
+            args = ["--zero_worker", "--width", str(width), "--frames", str(frames), "--size", str(size), "--steps", str(steps),
                     "--stage", str(stage), "--out", out]
             env = dict(os.environ, OMP_NUM_THREADS="1" if world > 1 else str(THREADS), GLOG_v="3",
                        PYTHONPATH=str(REPO), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
@@ -140,8 +144,8 @@ def zero_table(frames: int, size: int, steps: int) -> None:
                 raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}\n{logs}")
             rows += [json.loads(p.read_text()) for p in sorted(Path(out).glob("rank*.json"))]
     gib = 2 ** 30
-    lines = [f"`python -m benchmarks.bench_train --zero` — per-rank memory of ExVideo-mode training, mid-size SVD-XT "
-             f"(half width, {rows[0]['trainable_bytes'] // 4:,} trainable parameters), {frames} frames, "
+    lines = [f"`python -m benchmarks.bench_train --zero` — per-rank memory of ExVideo-mode training, SVD-XT at "
+             f"{width}/{320} of its width ({rows[0]['trainable_bytes'] // 4:,} trainable parameters), {frames} frames, "
              f"{size * 8}×{size * 8}, batch 1 per rank, fp32, recompute; msrun CPU workers with 1 thread each (one "
              "process: 2 threads). Bytes are counted from the tensors each rank holds; RSS is measured.", "",
              "| ranks | ZeRO stage | rank | trainable weights (GiB) | mean gradient held (GiB) | AdamW moments (GiB) "
@@ -231,24 +235,28 @@ def worker_torch(frames, size, steps):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--worker", choices=["ms", "torch", "zero"])
+    p.add_argument("--worker", choices=["ms", "torch"])
+    p.add_argument("--zero_worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--width", type=int, default=ZERO_WIDTH,
+                   help="--zero: model channels (default 96: two mid-size (160) workers were OOM-killed at 12 GiB each "
+                        "on our 24 GiB machine)")
     p.add_argument("--zero", action="store_true", help="the ZeRO per-rank memory table instead")
     p.add_argument("--stage", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--distributed", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     p.add_argument("--steps", type=int, help="steps (default 3; --zero: 2)")
-    p.add_argument("--frames", type=int, help="frames (default 8; --zero: 4)")
-    p.add_argument("--size", type=int, help="latent size, pixels / 8 (default 16; --zero: 8)")
+    p.add_argument("--frames", type=int, help="frames (default 8; --zero: 2, so that two workers fit in 24 GiB)")
+    p.add_argument("--size", type=int, help="latent size, pixels / 8 (default 16)")
     p.add_argument("--frozen", choices=["fp16", "fp32"], default="fp32",
                    help="dtype of MindSpore's frozen weights (fp32 is train.py's CPU default)")
     a = p.parse_args()
-    if a.worker == "zero":
+    if a.zero_worker:
         limit_threads()
-        emit(worker_zero(a.frames, a.size, a.steps, a.stage, a.distributed, a.out))
+        emit(worker_zero(a.frames, a.size, a.steps, a.stage, a.distributed, a.out, a.width))
         return
     if a.zero:
         zero_projection()
-        zero_table(a.frames or 4, a.size or 8, a.steps or 2)
+        zero_table(a.frames or 2, a.size or 16, a.steps or 2, a.width)
         return
     a.frames, a.size, a.steps = a.frames or 8, a.size or 16, a.steps or 3
     if a.worker:
