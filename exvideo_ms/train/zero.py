@@ -106,10 +106,9 @@ def _all_mean(allreduce, world, g):
 
 @_scatter_mean.register("Function", "Number", "Number", "Bool", "Tensor")
 def _reduce_scatter_mean(collective, world, rank, native, g):
-    flat = _flat_padded(world, g)
     if native:
-        return collective(flat) / world
-    return collective(flat).reshape((world, -1))[rank] / world
+        return collective(_flat_padded(world, g)) / world
+    return own_slice(world, rank, collective(g)) / world  # AllReduce, then this rank's slice
 
 
 @_nonfinite.register("Tensor")
@@ -162,7 +161,7 @@ class GradientSync(nn.Cell):
     def all_finite(self, grads):
         """True when no rank holds a non-finite gradient element (one flag for every rank)."""
         bad = ops.stack(self.hyper_map(_nonfinite, grads)).sum()
-        if self.scatter:
+        if self.scatter:  # whole mean gradients (stages 0, 1) are the same on every rank already
             bad = self.allreduce(bad)
         return bad == 0
 
