@@ -1,6 +1,7 @@
 """Independent PyTorch references for the tests: tiny random diffusers / transformers models saved as a
-diffusers folder, open_clip's own ViT, k-diffusion's sampler, and a Stability-layout renaming written from
-the published rules (reference/svd_architecture.md §9), independent of the converter's tables.
+diffusers folder, open_clip's own ViT, k-diffusion's sampler, ExVideo's original code (DiffSynth-Studio 1.1.9's
+SVD files), and a Stability-layout renaming written from the published rules (reference/svd_architecture.md
+§9), independent of the converter's tables.
 
 open_clip and k-diffusion are installed without their dependencies (their torchvision does not import
 beside torch 2.13 CPU). We load the two modules we need (open_clip.transformer, k_diffusion.sampling)
@@ -10,6 +11,7 @@ placeholders so the module bodies can execute.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import re
@@ -20,8 +22,12 @@ from pathlib import Path
 TINY_SEED = 1234
 
 
+@contextlib.contextmanager
 def _placeholder_torchvision():
+    """While importing a reference module: inert torchvision names if torchvision is absent, removed afterwards
+    (left in ``sys.modules`` they would make diffusers believe torchvision is installed)."""
     if "torchvision" in sys.modules or importlib.util.find_spec("torchvision") is not None:
+        yield
         return
     tv = types.ModuleType("torchvision")
     tv.__path__ = []
@@ -36,10 +42,22 @@ def _placeholder_torchvision():
     misc.FrozenBatchNorm2d = FrozenBatchNorm2d
     transforms = types.ModuleType("torchvision.transforms")
     transforms.__path__ = []
+
+    class GaussianBlur:  # imported by DiffSynth's pipelines/base.py, unused by its SVD pipeline
+        def __init__(self, *a, **k):
+            raise RuntimeError("placeholder: torchvision is not installed")
+
+    transforms.GaussianBlur = GaussianBlur
     functional = types.ModuleType("torchvision.transforms.functional")
     transforms.functional = functional
-    sys.modules.update({"torchvision": tv, "torchvision.ops": ops, "torchvision.ops.misc": misc,
-                        "torchvision.transforms": transforms, "torchvision.transforms.functional": functional})
+    placeholders = {"torchvision": tv, "torchvision.ops": ops, "torchvision.ops.misc": misc,
+                    "torchvision.transforms": transforms, "torchvision.transforms.functional": functional}
+    sys.modules.update(placeholders)
+    try:
+        yield
+    finally:
+        for name in placeholders:
+            sys.modules.pop(name, None)
 
 
 def _load_submodule(package: str, module: str):
@@ -54,8 +72,8 @@ def _load_submodule(package: str, module: str):
         pkg = types.ModuleType(package)
         pkg.__path__ = list(spec.submodule_search_locations)
         sys.modules[package] = pkg
-    _placeholder_torchvision()
-    return importlib.import_module(full)
+    with _placeholder_torchvision():
+        return importlib.import_module(full)
 
 
 def open_clip_transformer():
@@ -64,6 +82,49 @@ def open_clip_transformer():
 
 def k_diffusion_sampling():
     return _load_submodule("k_diffusion", "sampling")
+
+
+# DiffSynth-Studio 1.1.9, the last release with SVD and ExVideo. Its package __init__s import every model it
+# knows (and their dependencies); its SVD files need only torch and einops. The subpackages become namespaces
+# holding just the names ``pipelines/svd_video.py`` imports from them.
+_DIFFSYNTH_NAMES = {
+    "models": {"SVDImageEncoder": "svd_image_encoder", "SVDUNet": "svd_unet", "SVDVAEEncoder": "svd_vae_encoder",
+               "SVDVAEDecoder": "svd_vae_decoder"},
+    "schedulers": {"ContinuousODEScheduler": "continuous_ode"},
+}
+
+
+def diffsynth(module: str):
+    """``diffsynth.<module>`` (e.g. "pipelines.svd_video", "models.svd_vae_decoder") without the package
+    ``__init__`` files."""
+    full = f"diffsynth.{module}"
+    if full in sys.modules:
+        return sys.modules[full]
+    if "diffsynth" in sys.modules:
+        root = Path(sys.modules["diffsynth"].__path__[0])
+    else:
+        spec = importlib.util.find_spec("diffsynth")
+        if spec is None:
+            raise ImportError("diffsynth is not installed (pip install --no-deps -r requirements/test-nodeps.txt)")
+        root = Path(list(spec.submodule_search_locations)[0])
+    for name in ("diffsynth", "diffsynth.models", "diffsynth.pipelines", "diffsynth.schedulers"):
+        if name not in sys.modules:
+            pkg = types.ModuleType(name)
+            pkg.__path__ = [str(root.joinpath(*name.split(".")[1:]))]
+            sys.modules[name] = pkg
+    models = sys.modules["diffsynth.models"]
+    with _placeholder_torchvision():
+        if not hasattr(models, "ModelManager"):
+            class ModelManager:  # the pipeline's loader; tests hand it models directly
+                def __init__(self, *a, **k):
+                    raise RuntimeError("placeholder: DiffSynth's ModelManager is not loaded by the tests")
+
+            models.ModelManager = ModelManager
+            for sub, names in _DIFFSYNTH_NAMES.items():
+                for attr, file in names.items():
+                    setattr(sys.modules[f"diffsynth.{sub}"], attr,
+                            getattr(importlib.import_module(f"diffsynth.{sub}.{file}"), attr))
+        return importlib.import_module(full)
 
 
 # ----------------------------------------------------------------------------------------------------------
