@@ -414,3 +414,31 @@ def test_training_loss_matches_exvideo_script(tiny_pair, torch_models, aligned_u
         assert abs(float(weighted.asnumpy()) - ref_weighted) <= 1e-4 * ref_weighted, (index, ref_sigma)
         seen.append(ref_sigma)
     assert len(set(seen)) == 2
+
+
+def test_uint8_frames_round_where_diffsynth_truncates():
+    """Kept on purpose (README): DiffSynth's ``tensor2video`` truncates ((x + 1)·127.5 cast to uint8), a bias of
+    half a level down; ``media.to_uint8`` rounds, as diffusers' ``numpy_to_pil`` does."""
+    from exvideo_ms.media import to_uint8
+    x = np.array([-1.0, -0.9, 0.0, 0.5, 0.99, 1.0], np.float32)  # DiffSynth's range [-1, 1]
+    theirs = diffsynth("pipelines.svd_video").SVDVideoPipeline.tensor2video(
+        None, torch.from_numpy(x).reshape(1, -1, 1, 1).repeat(3, 1, 1, 1))
+    theirs = np.stack([np.asarray(f) for f in theirs])[:, 0, 0, 0]
+    ours = to_uint8((x + 1) / 2)
+    assert theirs.tolist() == [0, 12, 127, 191, 253, 255]
+    assert ours.tolist() == [0, 13, 128, 191, 254, 255]
+
+
+def test_smallest_extended_size_is_refused_before_work_as_diffsynth_fails():
+    """SVD-XT's middle block sees latents / 8 and has a temporal transformer: at 64 pixels its 1×1 tokens cannot be
+    reflect-padded. DiffSynth's conv fails there mid-sampling; we refuse at settings time (the check once
+    looked only at the down levels' attention, and let 64 pixels through)."""
+    from exvideo_ms.models.exvideo import check_geometry
+    unet = load_config(EXVIDEO).unet
+    with pytest.raises(ValueError, match="1x1 latents at the deepest level, the middle block's"):
+        check_geometry(unet, 32, 64 // 8, 64 // 8)
+    check_geometry(unet, 32, 128 // 8, 128 // 8)
+    conv = torch.nn.Conv3d(4, 4, kernel_size=3, padding=1, padding_mode="reflect")  # DiffSynth's positional_conv
+    with pytest.raises(RuntimeError, match="Padding size"):
+        conv(torch.zeros(1, 4, 3, 1, 1))
+    assert conv(torch.zeros(1, 4, 3, 2, 2)).shape == (1, 4, 3, 2, 2)

@@ -103,18 +103,16 @@ class PositionalConv3d(Conv3d):
 
 
 def check_geometry(unet: UNetConfig, num_frames: int, latent_h: int, latent_w: int) -> None:
-    """The reflect-padded positional conv needs 2 frames and 2×2 tokens at every attention level: raise a
-    ValueError naming what is too small, before any graph runs."""
-    h, w, ds = latent_h, latent_w, 1
-    smallest = (h, w)
+    """The reflect-padded positional conv needs 2 frames and 2×2 tokens at every attention level, the middle
+    block's (the deepest level, which always has attention) included: raise a ValueError naming what is too
+    small, before any graph runs. SVD-XT's middle block sees latents / 8: 128 pixels at least."""
+    h, w = latent_h, latent_w
     for _ in range(len(unet.channel_mult) - 1):
-        h, w, ds = (h + 1) // 2, (w + 1) // 2, ds * 2  # Downsample: conv 3x3, stride 2, padding 1
-        if ds in unet.attention_resolutions:
-            smallest = (h, w)
-    if num_frames < 2 or min(smallest) < 2:
+        h, w = (h + 1) // 2, (w + 1) // 2  # Downsample: conv 3x3, stride 2, padding 1
+    if num_frames < 2 or min(h, w) < 2:
         raise ValueError(f"ExVideo's reflect-padded positional conv needs at least 2 frames and 2x2 latents at every "
-                         f"attention level; got {num_frames} frame(s) and {smallest[0]}x{smallest[1]} latents at the "
-                         f"deepest level (use more frames or a larger image)")
+                         f"attention level; got {num_frames} frame(s) and {h}x{w} latents at the deepest level, the "
+                         f"middle block's (use more frames or a larger image)")
 
 
 def extension_layers(cfg: ExVideoConfig, channels: int, choices: Choices) -> dict:
