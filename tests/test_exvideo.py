@@ -21,7 +21,6 @@ from exvideo_ms.models.svd import build_model
 from exvideo_ms.nn.embeddings import timestep_embedding
 from exvideo_ms.decoding import decode_chunked, decode_windowed
 from exvideo_ms.diffusion.windows import window_spans, window_weights
-from exvideo_ms.models.conditioner import to_model_range
 from exvideo_ms.pipeline import PipelineError, SVDPipeline
 from tests.helpers import KEYS, REPO, read_key_list, rel_err, shapes_only_source
 
@@ -258,7 +257,7 @@ def test_windowed_decode_is_exact_without_temporal_mixing(pipe):
         w[:, :, 1, 0, 0] = np.eye(w.shape[0])
         dec.conv_out.time_mix_conv.weight.set_data(Tensor(w))
         dec.conv_out.time_mix_conv.bias.set_data(Tensor(np.zeros(w.shape[0], np.float32)))
-        lat = Tensor(np.random.default_rng(4).standard_normal((11, 4, 8, 16)).astype(np.float32))
+        lat = Tensor(np.random.default_rng(4).standard_normal((11, 4, 4, 8)).astype(np.float32))
         whole = _chunked(pipe, lat, 11)
         assert np.abs(_windowed(pipe, lat, 8, 4) - whole).max() <= 1e-5
         assert np.abs(_windowed(pipe, lat, 8, 4, reflect=True) - whole).max() <= 1e-5  # mirrored ends too
@@ -272,24 +271,6 @@ def test_windowed_decode_is_exact_without_temporal_mixing(pipe):
 
 def _image(size=64):
     return np.random.default_rng(9).integers(0, 255, (size, size, 3), dtype=np.uint8)
-
-
-@pytest.mark.slow
-def test_keyframes_are_kept_and_video_to_video_stays_close(pipe):
-    kw = dict(num_frames=4, num_inference_steps=2, min_guidance_scale=1.0, max_guidance_scale=1.0,
-              noise_aug_strength=0.0, seed=1, progress=False, output_type="latent")
-    g = np.random.default_rng(10)
-    keys = g.integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
-    out = pipe(_image(), mask_frames=keys, mask_frame_ids=[0, 3], **kw)
-    key_lat = pipe.conditioner.latents(to_model_range(keys)).asnumpy()  # × the encode scale
-    free = pipe(_image(), **kw)
-    for j, i in enumerate((0, 3)):
-        assert np.abs(out[i] - key_lat[j]).mean() < 0.1 * np.abs(free[i] - key_lat[j]).mean()
-    video = g.integers(0, 255, (4, 64, 64, 3), dtype=np.uint8)
-    lat_in = pipe.conditioner.latents(to_model_range(video)).asnumpy()
-    weak = pipe(_image(), input_video=video, denoising_strength=0.05, **kw)
-    strong = pipe(_image(), input_video=video, denoising_strength=0.9, **kw)
-    assert np.abs(weak - lat_in).mean() < 0.2 * np.abs(strong - lat_in).mean()
 
 
 @pytest.mark.parametrize("kw,message", [
