@@ -6,7 +6,10 @@ and scale over textured backgrounds, some with a camera pan. Deterministic from 
 
 Writes <output>/train/{videos/*.mp4, metadata.json} and <output>/heldout/... (ExVideo's metadata.json
 layout); with --csv also mindone's metadata.csv (path,length,motion_bucket_id); with --frame-folders also
-one folder of PNG frames per clip (frames/<clip>/0000.png ...), the third layout the loaders read.
+one folder of PNG frames per clip (frames/<clip>/0000.png ...), the third layout the loaders read. Every clip
+also gets masks/<clip>.npz: ``labels`` (T, H, W) uint8, 0 for the background and k for the k-th object where
+it is drawn (later objects cover earlier ones, as in the frames), and ``colors`` (K, 3) uint8 RGB, so that
+evaluation can look at the objects (exvideo_ms/evaluation.py).
 """
 from __future__ import annotations
 
@@ -55,8 +58,21 @@ def shape_points(kind: str, cx: float, cy: float, r: float, rot: float) -> np.nd
     return np.array(pts)
 
 
-def render_clip(rng: np.random.Generator, frames: int, size: int) -> np.ndarray:
-    """(T, size, size, 3) uint8 RGB."""
+def draw(canvas: np.ndarray, o: dict, r: float, value, antialiased: bool) -> None:
+    """Object ``o`` of radius ``r`` at its position into ``canvas`` (a frame, or a label map without
+    antialiasing: the pixels whose centre the shape covers)."""
+    line = cv2.LINE_AA if antialiased else cv2.LINE_8
+    cx, cy = o["pos"]
+    if o["kind"] == "circle":
+        cv2.circle(canvas, (int(round(cx * 16)), int(round(cy * 16))), int(round(r * 16)), value, -1,
+                   lineType=line, shift=4)
+    else:
+        pts = np.round(shape_points(o["kind"], cx, cy, r, o["rot"]) * 16).astype(np.int32)
+        cv2.fillPoly(canvas, [pts], value, lineType=line, shift=4)
+
+
+def render_clip(rng: np.random.Generator, frames: int, size: int):
+    """(T, size, size, 3) uint8 RGB frames, (T, size, size) uint8 object labels, (K, 3) uint8 object colours."""
     pad = size // 2
     bg = background(rng, size, pad)
     pan = rng.uniform(-1.2, 1.2, 2) if rng.random() < 0.4 else np.zeros(2)
@@ -68,26 +84,22 @@ def render_clip(rng: np.random.Generator, frames: int, size: int) -> np.ndarray:
                             pulse=rng.uniform(0, 0.3), phase=rng.uniform(0, 2 * math.pi),
                             color=tuple(int(c) for c in rng.integers(20, 255, 3))))
     out = np.empty((frames, size, size, 3), np.uint8)
+    labels = np.zeros((frames, size, size), np.uint8)
     for t in range(frames):
         off = np.clip(pad + pan * t, 0, 2 * pad).astype(int)
         frame = np.ascontiguousarray(bg[off[1]:off[1] + size, off[0]:off[0] + size])
-        for o in objects:
+        for k, o in enumerate(objects, 1):
             r = o["r"] * (1 + o["pulse"] * math.sin(0.4 * t + o["phase"]))
             for axis in (0, 1):  # bounce off the frame border
                 if not r <= o["pos"][axis] <= size - r:
                     o["vel"][axis] = -o["vel"][axis]
                     o["pos"][axis] = float(np.clip(o["pos"][axis], r, size - r))
-            cx, cy = o["pos"]
-            if o["kind"] == "circle":
-                cv2.circle(frame, (int(round(cx * 16)), int(round(cy * 16))), int(round(r * 16)), o["color"], -1,
-                           lineType=cv2.LINE_AA, shift=4)
-            else:
-                pts = np.round(shape_points(o["kind"], cx, cy, r, o["rot"]) * 16).astype(np.int32)
-                cv2.fillPoly(frame, [pts], o["color"], lineType=cv2.LINE_AA, shift=4)
+            draw(frame, o, r, o["color"], antialiased=True)
+            draw(labels[t], o, r, k, antialiased=False)
             o["pos"] = o["pos"] + o["vel"]
             o["rot"] += o["spin"]
         out[t] = frame
-    return out
+    return out, labels, np.asarray([o["color"] for o in objects], np.uint8)
 
 
 def write_split(root: Path, rng: np.random.Generator, clips: int, frames: int, size: int, fps: float,
@@ -96,11 +108,13 @@ def write_split(root: Path, rng: np.random.Generator, clips: int, frames: int, s
     from exvideo_ms.models.conditioner import to_model_range
     from exvideo_ms.media import write_mp4
     (root / "videos").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
     entries, rows = [], []
     for i in range(clips):
-        video = render_clip(rng, frames, size)
+        video, labels, colors = render_clip(rng, frames, size)
         rel = f"videos/clip_{i:05d}.mp4"
         write_mp4(video, root / rel, fps)
+        np.savez_compressed(root / "masks" / f"clip_{i:05d}.npz", labels=labels, colors=colors)
         entries.append({"path": rel})
         rows.append({"path": rel, "length": frames, "motion_bucket_id": motion_bucket(to_model_range(video))})
         if with_folders:

@@ -1,0 +1,92 @@
+"""Object-level measures (exvideo_ms/evaluation.py) and the label maps the synthetic dataset writes for them."""
+import importlib.util
+
+import numpy as np
+import pytest
+
+from exvideo_ms import evaluation
+from tests.helpers import REPO
+
+
+def _dataset_script():
+    spec = importlib.util.spec_from_file_location("make_synthetic_dataset", REPO / "scripts" / "make_synthetic_dataset.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_lab_of_reference_colours():
+    """sRGB white is L* 100 with no chroma; sRGB red, green and blue have the published D65 values."""
+    lab = evaluation.srgb_to_lab(np.array([[255, 255, 255], [0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]]))
+    expected = [[100, 0, 0], [0, 0, 0], [53.24, 80.09, 67.20], [87.73, -86.18, 83.18], [32.30, 79.19, -107.86]]
+    assert np.abs(lab - np.asarray(expected)).max() < 0.05
+    assert evaluation.delta_e(lab[2], lab[2]) == 0.0 and abs(evaluation.delta_e([50, 3, 4], [50, 0, 0]) - 5) < 1e-12
+
+
+def test_label_maps_mark_exactly_the_drawn_objects():
+    """Inside each object's eroded label region the rendered frame has the object's colour (an antialiased edge
+    of an object drawn later may touch a few of those pixels); labels and frames come from one rendering."""
+    script = _dataset_script()
+    video, labels, colours = script.render_clip(np.random.default_rng([5, 0]), 12, 64)
+    assert labels.shape == video.shape[:3] and colours.shape[1] == 3 and set(np.unique(labels)) <= set(range(len(colours) + 1))
+    exact = total = 0
+    for frame, lab in zip(video, labels):
+        for k, mask in evaluation.object_masks(lab).items():
+            exact += int(np.all(frame[mask] == colours[k - 1], axis=-1).sum())
+            total += int(mask.sum())
+    assert total > 0 and exact >= 0.99 * total
+
+
+def _moving_disc(frames=6, colour=(220, 40, 40), vanish_at=None, recolour_at=None):
+    import cv2
+    yy, xx = np.mgrid[0:48, 0:48]
+    out, labels = [], []
+    for t in range(frames):
+        f = np.stack([xx * 4, yy * 4, np.full_like(xx, 90)], -1).astype(np.uint8)  # a gradient background
+        lab = np.zeros((48, 48), np.uint8)
+        c = (40, 40, 220) if recolour_at is not None and t >= recolour_at else colour
+        if vanish_at is None or t < vanish_at:
+            cv2.circle(f, (12 + 4 * t, 20), 7, c, -1)
+            cv2.circle(lab, (12 + 4 * t, 20), 7, 1, -1)
+        out.append(f)
+        labels.append(lab)
+    return np.stack(out), np.stack(labels)
+
+
+def test_object_measures_follow_a_moving_object_and_notice_its_loss():
+    video, labels = _moving_disc()
+    (obj,) = evaluation.object_measures(video, video[0], labels[0])
+    assert obj["first_frame_psnr"] == float("inf") and all(obj["present"])
+    assert max(obj["delta_e"]) < 1e-9  # the same colour in every frame
+    gone, _ = _moving_disc(vanish_at=4)
+    (obj,) = evaluation.object_measures(gone, video[0], labels[0])
+    assert obj["present"] == [True] * 4 + [False] * 2
+    blue, _ = _moving_disc(recolour_at=3)
+    (obj,) = evaluation.object_measures(blue, video[0], labels[0])
+    assert obj["present"][:3] == [True] * 3 and not any(obj["present"][3:])  # another colour is another object
+    noisy = np.clip(video.astype(int) + np.random.default_rng(0).integers(-6, 7, video.shape), 0, 255).astype(np.uint8)
+    (obj,) = evaluation.object_measures(noisy, video[0], labels[0])
+    assert all(obj["present"]) and 0 < max(obj["delta_e"]) < 3 and 25 < obj["first_frame_psnr"] < 40
+
+
+def test_object_psnr_looks_only_at_the_object():
+    video, labels = _moving_disc()
+    mask = evaluation.object_masks(labels[0])[1]
+    other = video[0].copy()
+    other[~mask] = 0  # the background changes entirely
+    assert evaluation.object_psnr(other, video[0], mask) == float("inf") and evaluation.psnr(other, video[0]) < 15
+    with pytest.raises(ValueError, match="selects no pixel"):
+        evaluation.object_psnr(other, video[0], np.zeros_like(mask))
+
+
+def test_heldout_object_ranges_from_the_written_masks(tmp_path):
+    import subprocess
+    import sys
+    subprocess.run([sys.executable, str(REPO / "scripts" / "make_synthetic_dataset.py"), "--output", str(tmp_path),
+                    "--clips", "0", "--heldout", "3", "--frames", "8", "--size", "64", "--seed", "0"], check=True,
+                   capture_output=True)
+    r = evaluation.object_ranges(tmp_path / "heldout", 8)
+    assert r["present_fraction"] > 0.9 and 0 < r["delta_e_p95"] <= r["delta_e_max"] < 25  # 16 demo clips: 0.94, 9.5, 17.9
+    (tmp_path / "heldout" / "masks" / "clip_00001.npz").unlink()
+    with pytest.raises(FileNotFoundError, match="clip_00001.npz: no object masks"):
+        evaluation.object_ranges(tmp_path / "heldout", 8)
