@@ -182,32 +182,27 @@ def write_pngs(frames: np.ndarray, folder: Union[str, Path]) -> Path:
 
 def check_output_dir(path: Union[str, Path], what: str = "--output_dir") -> Path:
     """Fail now, naming ``what``, if files cannot be written in ``path`` (a file, a folder without write
-    permission, a read-only or virtual file system): the folder chain is created, a probe file written and
-    removed, and whatever did not exist before is removed again."""
+    permission, a read-only or virtual file system): a probe file is written and removed in ``path`` or, if it
+    does not exist yet, in its nearest existing ancestor, where its folders would be made. Nothing is created
+    that outlives the check, and nothing shared is removed, so the ranks of one run may check one new folder at
+    once."""
     import tempfile
     path = Path(path).expanduser()
-    if path.exists() and not path.is_dir():
+    if path.is_file():
         raise MediaError(f"{what} {path} is a file, not a folder")
-    missing, probe = [], path
-    while not probe.exists():
-        missing.append(probe)
+    probe = path
+    while not probe.is_dir():
+        if probe.is_file():
+            raise MediaError(f"{what} {path}: {probe} is a file, not a folder")
+        if probe.parent == probe:
+            break
         probe = probe.parent
-    if not probe.is_dir():
-        raise MediaError(f"{what} {path}: {probe} is a file, not a folder")
-    created = []
     try:
-        for folder in reversed(missing):
-            folder.mkdir()
-            created.append(folder)
-        fd, name = tempfile.mkstemp(dir=path, prefix=".write-probe-")
+        fd, name = tempfile.mkstemp(dir=probe, prefix=".write-probe-")
         os.close(fd)
         os.unlink(name)
     except OSError as e:
         raise MediaError(f"{what} {path}: cannot write there ({e.strerror or e})") from None
-    finally:
-        for folder in reversed(created):
-            with contextlib.suppress(OSError):
-                folder.rmdir()
     return path
 
 

@@ -156,3 +156,25 @@ def test_run_outputs_claim_unique_stems_and_roll_back(tmp_path):
     b.rollback()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["20260101-000000_cat_s1-2.mp4", "20260101-000000_cat_s1-3.json",
                                                           "20260101-000000_cat_s1.json"]
+
+
+def test_output_dir_check_is_safe_when_processes_check_one_new_folder_at_once(tmp_path):
+    """The ranks of one training run check the same new output folder together; the check once created and
+    removed the folder, and one rank's removal made another's probe fail (seen in a 2-worker run)."""
+    import threading
+    from exvideo_ms.media import check_output_dir
+    errors = []
+
+    def check():
+        for k in range(200):
+            try:
+                check_output_dir(tmp_path / f"run{k}" / "out", "--train.output_dir")
+            except Exception as e:  # noqa: BLE001 - every failure is the test's finding
+                errors.append(e)
+
+    threads = [threading.Thread(target=check) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and list(tmp_path.iterdir()) == []  # nothing left behind either
