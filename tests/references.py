@@ -127,6 +127,47 @@ def diffsynth(module: str):
         return importlib.import_module(full)
 
 
+def diffsynth_generate(pipe, image, image_noise, latent_noise, raw=None, **kwargs):
+    """DiffSynth's ``SVDVideoPipeline.__call__`` on ``image`` (H, W, 3) uint8 with given noise — its two
+    ``generate_noise`` draws are the latents' noise, then the image's augmentation noise — returning its
+    post-processed latents (the decoder's input) and its frames (T, H, W, 3) as floats in [0, 1]; with
+    ``raw`` a dict, also the sampler's final latents before post-processing as ``raw["latents"]``."""
+    import torch
+    from PIL import Image
+    queue = [latent_noise, image_noise]
+
+    def generate_noise(shape, seed=None, device=None, dtype=None):
+        noise = queue.pop(0)
+        if tuple(shape) != noise.shape:
+            raise AssertionError(f"DiffSynth asked for noise of shape {tuple(shape)}, the next given is {noise.shape}")
+        return torch.from_numpy(noise)
+
+    seen = {}
+    decode_video = pipe.vae_decoder.decode_video
+
+    def capture(latents, **k):
+        seen["latents"] = latents.numpy().copy()
+        return decode_video(latents, **k)
+
+    post_process = pipe.post_process_latents
+
+    def capture_raw(latents, **k):
+        if raw is not None:
+            raw["latents"] = latents.numpy().copy()
+        return post_process(latents, **k)
+
+    pipe.generate_noise, pipe.tensor2video = generate_noise, lambda frames: frames
+    pipe.vae_decoder.decode_video, pipe.post_process_latents = capture, capture_raw
+    try:
+        with torch.no_grad():
+            video = pipe(input_image=Image.fromarray(image), progress_bar_cmd=lambda x: x, **kwargs)
+    finally:
+        pipe.vae_decoder.decode_video, pipe.post_process_latents = decode_video, post_process
+    if queue:
+        raise AssertionError(f"DiffSynth drew {2 - len(queue)} of the 2 noises given")
+    return seen["latents"], ((video.permute(1, 2, 3, 0).numpy() + 1) / 2).clip(0, 1)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # tiny diffusers SVD with SVD-XT's structure (4 levels, 2 res blocks, attention at levels 0-2)
 TINY_UNET = dict(in_channels=8, out_channels=4,

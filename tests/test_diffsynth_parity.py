@@ -279,31 +279,13 @@ def _frames(seed, n):
 
 
 def run_diffsynth(pipe, image, **kw):
-    """DiffSynth's ``__call__`` with our seed's noise (its two ``generate_noise`` draws: the latents', then the
-    image's augmentation), returning its post-processed latents and its frames as floats in [0, 1]."""
-    rng = np.random.default_rng(SEED)  # ours draws the image's noise first, then the latents'
+    """DiffSynth's pipeline with the noise ours draws from SEED: the image's augmentation noise first, then
+    the latents'."""
+    rng = np.random.default_rng(SEED)
     image_noise = rng.standard_normal((1, 3, H, W)).astype(np.float32)
     latent_noise = rng.standard_normal((FRAMES, 4, H // 8, W // 8)).astype(np.float32)
-    queue = [latent_noise, image_noise]
-
-    def generate_noise(shape, seed=None, device=None, dtype=None):
-        noise = queue.pop(0)
-        assert tuple(shape) == noise.shape
-        return torch.from_numpy(noise)
-
-    seen = {}
-    decode_video = pipe.vae_decoder.decode_video
-
-    def capture(latents, **k):
-        seen["latents"] = latents.numpy().copy()
-        return decode_video(latents, **k)
-
-    pipe.generate_noise, pipe.tensor2video = generate_noise, lambda frames: frames
-    pipe.vae_decoder.decode_video = capture
-    with torch.no_grad():
-        video = pipe(input_image=Image.fromarray(image), num_frames=FRAMES, height=H, width=W, seed=SEED, **kw)
-    assert not queue
-    return seen["latents"], ((video.permute(1, 2, 3, 0).numpy() + 1) / 2).clip(0, 1)
+    return references.diffsynth_generate(pipe, image, image_noise, latent_noise, num_frames=FRAMES, height=H,
+                                         width=W, **kw)
 
 
 CASES = {

@@ -64,7 +64,7 @@ def test_table_starts_as_the_sinusoid_of_folded_positions(ext_unet):
     assert table.shape == (N_POS, 32) and np.array_equal(table, ref)
 
 
-@pytest.mark.parametrize("frames", [3, 25])
+@pytest.mark.parametrize("frames", [25])  # every position SVD-XT has; 3 frames took 14 s more
 def test_initial_extension_equals_the_base_unet(ms_model, ext_unet, frames):
     assert rel_err(unet_out(ext_unet, frames), unet_out(ms_model.unet, frames)) <= 1e-5
 
