@@ -260,8 +260,7 @@ def test_windowed_decode_is_exact_without_temporal_mixing(pipe):
         lat = Tensor(np.random.default_rng(4).standard_normal((11, 4, 4, 8)).astype(np.float32))
         whole = _chunked(pipe, lat, 11)
         assert np.abs(_windowed(pipe, lat, 8, 4) - whole).max() <= 1e-5
-        assert np.abs(_windowed(pipe, lat, 8, 4, reflect=True) - whole).max() <= 1e-5  # mirrored ends too
-        assert np.abs(_windowed(pipe, lat, 2, 1, reflect=True) - whole).max() <= 1e-5
+        assert np.abs(_windowed(pipe, lat, 2, 1, reflect=True) - whole).max() <= 1e-5  # mirrored ends too
     finally:
         for b, v in zip(blocks, saved):
             b.mix_factor.set_data(Tensor(v))
