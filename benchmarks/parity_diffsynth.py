@@ -111,14 +111,14 @@ def run_diffsynth(work: Path, frames: int, size: int, steps: int) -> dict:
     pipe.unet = unet.eval()
     pipe.image_encoder, pipe.vae_encoder, pipe.vae_decoder = (parts["image_encoder"], parts["vae_encoder"],
                                                               parts["vae_decoder"])
-    s, raw = SETTINGS, {}
+    s = SETTINGS
     with Timer() as run:
-        latents, frames_out = diffsynth_generate(
-            pipe, image(size), *noises(frames, size), raw=raw, num_frames=frames, height=size, width=size,
+        made = diffsynth_generate(
+            pipe, image(size), *noises(frames, size), num_frames=frames, height=size, width=size,
             num_inference_steps=steps, min_cfg_scale=s["min_cfg"], max_cfg_scale=s["max_cfg"], fps=s["fps"],
             motion_bucket_id=s["motion_bucket_id"], noise_aug_strength=s["noise_aug_strength"],
             contrast_enhance_scale=s["contrast_enhance_scale"], post_normalize=s["post_normalize"])
-    np.savez(work / "diffsynth.npz", raw=raw["latents"], latents=latents, frames=frames_out)
+    np.savez(work / "diffsynth.npz", **made)
     return {"load_s": load.seconds, "run_s": run.seconds, "peak_rss_gib": peak_rss_gib()}
 
 

@@ -127,14 +127,14 @@ def diffsynth(module: str):
         return importlib.import_module(full)
 
 
-def diffsynth_generate(pipe, image, image_noise, latent_noise, raw=None, **kwargs):
+def diffsynth_generate(pipe, image, image_noise, latent_noise, **kwargs) -> dict:
     """DiffSynth's ``SVDVideoPipeline.__call__`` on ``image`` (H, W, 3) uint8 with given noise — its two
-    ``generate_noise`` draws are the latents' noise, then the image's augmentation noise — returning its
-    post-processed latents (the decoder's input) and its frames (T, H, W, 3) as floats in [0, 1]; with
-    ``raw`` a dict, also the sampler's final latents before post-processing as ``raw["latents"]``."""
+    ``generate_noise`` draws are the latents' noise, then the image's augmentation noise. Returns the sampler's
+    final latents ("raw"), the post-processed latents the decoder got ("latents") and the frames (T, H, W, 3)
+    as floats in [0, 1] ("frames"). The pipeline is left as it was."""
     import torch
     from PIL import Image
-    queue = [latent_noise, image_noise]
+    queue, seen = [latent_noise, image_noise], {}
 
     def generate_noise(shape, seed=None, device=None, dtype=None):
         noise = queue.pop(0)
@@ -142,30 +142,30 @@ def diffsynth_generate(pipe, image, image_noise, latent_noise, raw=None, **kwarg
             raise AssertionError(f"DiffSynth asked for noise of shape {tuple(shape)}, the next given is {noise.shape}")
         return torch.from_numpy(noise)
 
-    seen = {}
-    decode_video = pipe.vae_decoder.decode_video
+    def seeing(name, fn):  # ``fn`` unchanged, its latents kept under ``name``
+        def wrapped(latents, **k):
+            seen[name] = latents.numpy().copy()
+            return fn(latents, **k)
+        return wrapped
 
-    def capture(latents, **k):
-        seen["latents"] = latents.numpy().copy()
-        return decode_video(latents, **k)
-
-    post_process = pipe.post_process_latents
-
-    def capture_raw(latents, **k):
-        if raw is not None:
-            raw["latents"] = latents.numpy().copy()
-        return post_process(latents, **k)
-
-    pipe.generate_noise, pipe.tensor2video = generate_noise, lambda frames: frames
-    pipe.vae_decoder.decode_video, pipe.post_process_latents = capture, capture_raw
+    patches = [(pipe, "generate_noise", generate_noise), (pipe, "tensor2video", lambda frames: frames),
+               (pipe, "post_process_latents", seeing("raw", pipe.post_process_latents)),
+               (pipe.vae_decoder, "decode_video", seeing("latents", pipe.vae_decoder.decode_video))]
+    saved = [(obj, name, obj.__dict__.get(name)) for obj, name, _ in patches]
+    for obj, name, fn in patches:
+        setattr(obj, name, fn)
     try:
         with torch.no_grad():
             video = pipe(input_image=Image.fromarray(image), progress_bar_cmd=lambda x: x, **kwargs)
     finally:
-        pipe.vae_decoder.decode_video, pipe.post_process_latents = decode_video, post_process
+        for obj, name, before in saved:  # instance attributes back as they were (class methods un-shadowed)
+            if before is None:
+                delattr(obj, name)
+            else:
+                setattr(obj, name, before)
     if queue:
         raise AssertionError(f"DiffSynth drew {2 - len(queue)} of the 2 noises given")
-    return seen["latents"], ((video.permute(1, 2, 3, 0).numpy() + 1) / 2).clip(0, 1)
+    return {**seen, "frames": ((video.permute(1, 2, 3, 0).numpy() + 1) / 2).clip(0, 1)}
 
 
 # ----------------------------------------------------------------------------------------------------------

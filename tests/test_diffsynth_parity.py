@@ -23,16 +23,13 @@ from exvideo_ms.models.exvideo import PositionalEmbedding
 from exvideo_ms.models.image_encoder import preprocess
 from exvideo_ms.pipeline import SVDPipeline
 from tests import references
+from tests.references import diffsynth
 from tests.helpers import KEYS, REPO, read_key_list, rel_err
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 SVD_XT = REPO / "configs" / "svd_xt.yaml"
 EXVIDEO = REPO / "configs" / "exvideo_svd_128f.yaml"
-
-
-def diffsynth(module):
-    return references.diffsynth(module)
 
 
 @pytest.fixture(scope="module")
@@ -284,8 +281,9 @@ def run_diffsynth(pipe, image, **kw):
     rng = np.random.default_rng(SEED)
     image_noise = rng.standard_normal((1, 3, H, W)).astype(np.float32)
     latent_noise = rng.standard_normal((FRAMES, 4, H // 8, W // 8)).astype(np.float32)
-    return references.diffsynth_generate(pipe, image, image_noise, latent_noise, num_frames=FRAMES, height=H,
+    made = references.diffsynth_generate(pipe, image, image_noise, latent_noise, num_frames=FRAMES, height=H,
                                          width=W, **kw)
+    return made["latents"], made["frames"]
 
 
 CASES = {
