@@ -79,6 +79,10 @@ class SVDOptions:
     """keyframes: image files, one per --SVD.mask_frame_ids entry"""
     mask_frame_ids: Optional[List[int]] = None
     """keyframes: the frame index of each mask frame"""
+    lora: Optional[List[str]] = None
+    """LoRA .safetensors files (PEFT/diffusers or kohya naming), merged into the UNet in this order"""
+    lora_scale: Optional[List[float]] = None
+    """one scale for every --SVD.lora file or one per file (default 1.0)"""
 
 
 def build_parser():
@@ -136,6 +140,20 @@ def resolve_checkpoint(opts: SVDOptions):
                           f"(svd_tools/convert.py writes such pairs)")
 
 
+def resolve_loras(opts: SVDOptions) -> list:
+    """[(LoRAFile, scale)] of --SVD.lora / --SVD.lora_scale, every file read now (before the weights load)."""
+    from exvideo_ms import lora
+    from exvideo_ms.cli import CommandError
+    files = opts.lora or []
+    scales = opts.lora_scale if opts.lora_scale is not None else [1.0]
+    if not files and opts.lora_scale is not None:
+        raise CommandError("--SVD.lora_scale without --SVD.lora")
+    if files and len(scales) not in (1, len(files)):
+        raise CommandError(f"--SVD.lora_scale has {len(scales)} values for {len(files)} --SVD.lora files: give one "
+                           f"for all or one per file")
+    return [(lora.read(f), float(scales[0] if len(scales) == 1 else scales[i])) for i, f in enumerate(files)]
+
+
 def compile_cache_root(value: Optional[str]):
     """The compile cache's root folder, checked now (None: off)."""
     from exvideo_ms import backend, media
@@ -188,17 +206,18 @@ def generate(args) -> dict:
         raise CommandError(f"--SVD.mask_frames has {len(keys)} images for {len(planned.mask_frame_ids)} "
                            f"--SVD.mask_frame_ids")
     checkpoint = resolve_checkpoint(opts)
+    loras = resolve_loras(opts)
     out_dir = media.check_output_dir(args.output_dir)
     cache_root = compile_cache_root(args.compile_cache) if args.mode == 0 else None
 
     from exvideo_ms.pipeline import SVDPipeline
-    pipe = SVDPipeline.from_config(cfg, checkpoint, dtype=dtype)
+    pipe = SVDPipeline.from_config(cfg, checkpoint, dtype=dtype, loras=loras)
     cache, new_cache = None, None
     if cache_root is not None:
         # everything that shapes a compiled graph; the weights do not (the checkpoint is left out)
         key = {"model": asdict(pipe.cfg), "dtype": dtype, "device": device, "image_hw": image.shape[:2],
                "height": args.height, "width": args.width,
-               "SVD": {k: v for k, v in asdict(opts).items() if k not in ("config", "checkpoint")}}
+               "SVD": {k: v for k, v in asdict(opts).items() if k not in ("config", "checkpoint", "lora", "lora_scale")}}
         path = backend.compile_cache_dir(cache_root, key)
         reused = backend.enable_compile_cache(path)
         cache, new_cache = {"path": str(path), "reused": reused}, (None if reused else path)
@@ -217,6 +236,7 @@ def generate(args) -> dict:
             "outputs": written, "image": str(args.image), "config": str(opts.config),
             "checkpoint": [str(c) for c in checkpoint] if isinstance(checkpoint, list) else str(checkpoint),
             "model": pipe.cfg.name, "device_target": device, "mode": args.mode, "compile_cache": cache,
+            "lora": [{"file": f.path, "naming": f.naming, "layers": len(f.updates), "scale": s} for f, s in loras],
             "settings": settings,
             "options": {**{k: v for k, v in vars(args).items() if k not in ("SVD", "config", "__path__")},
                         "SVD": asdict(opts)},

@@ -18,12 +18,12 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 from mindspore import Tensor
 
-from exvideo_ms import backend
+from exvideo_ms import backend, lora
 from exvideo_ms.checkpoint import load_checkpoint
 from exvideo_ms.config import SVDConfig, load_config
 from exvideo_ms.decoding import decode_chunked, decode_windowed
@@ -77,17 +77,25 @@ class SVDPipeline:
         self.conditioner = Conditioner(self.vae, model.image_encoder, cfg)
 
     @classmethod
-    def from_config(cls, config: Union[str, Path, SVDConfig], checkpoint=None, dtype: str = "auto") -> "SVDPipeline":
+    def from_config(cls, config: Union[str, Path, SVDConfig], checkpoint=None, dtype: str = "auto",
+                    loras: Sequence = ()) -> "SVDPipeline":
         """Build the networks of ``config`` and load ``checkpoint`` — one file, or a list whose later files
         replace earlier ones' tensors (a base model and an ExVideo or fine-tuned weights file); strict: every
-        name and shape. Without a checkpoint the weights are random (logged): only for tests and timing."""
+        name and shape. Without a checkpoint the weights are random (logged): only for tests and timing.
+        ``loras``: (``lora.read`` file, scale) pairs, checked against the UNet before the weights load and
+        merged into its float32 weights in order, before the cast to ``dtype``."""
         cfg = config if isinstance(config, SVDConfig) else load_config(config)
         if checkpoint is None:
             logger.warning("no checkpoint given: %s runs with random weights", cfg.name)
             model = build_model(cfg)
         else:
             model = build_model(cfg, allocate=False)  # no random init: the checkpoint fills every parameter
+        resolved = [(f, lora.resolve(f, cfg, model.unet), scale) for f, scale in loras]
+        if checkpoint is not None:
             load_checkpoint(model, checkpoint)
+        for f, layers, scale in resolved:
+            lora.merge(model.unet, layers, scale)
+            logger.info("merged LoRA %s (%s naming, %d layers) at scale %g", f.path, f.naming, len(layers), scale)
         return cls(model, cfg, dtype)
 
     # ------------------------------------------------------------------------------------------------ steps

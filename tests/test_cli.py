@@ -85,6 +85,12 @@ BAD_INPUTS = {  # case: (extra arguments, expected message)
     "output_dir_is_a_file": (["--output_dir", "{tmp}/a_file"], "--output_dir {tmp}/a_file is a file, not a folder"),
     "input_video_length": (["--SVD.denoising_strength", "0.5", "--SVD.input_video", "{tmp}/frames"],
                            "--SVD.input_video has 1 frames, expected 2"),
+    "lora_missing": (["--SVD.lora", "[{tmp}/nope.safetensors]"], "{tmp}/nope.safetensors: no such LoRA file"),
+    "lora_for_another_model": (["--SVD.lora", "[{tmp}/other.safetensors]"],
+                               "1 LoRA module(s) the model does not have (diffusers naming expected): "
+                               "down_blocks.7.attentions.0.transformer_blocks.0.attn1.to_q"),
+    "lora_scales": (["--SVD.lora", "[{tmp}/other.safetensors, {tmp}/other.safetensors]", "--SVD.lora_scale",
+                     "[0.5, 1, 2]"], "--SVD.lora_scale has 3 values for 2 --SVD.lora files"),
 }
 
 
@@ -96,6 +102,9 @@ def test_bad_inputs_exit_2_before_loading_weights_and_write_nothing(case, conver
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 broken")
     (tmp_path / "a_file").write_text("not a folder")
     (tmp_path / "frames").mkdir()
+    from safetensors.numpy import save_file
+    save_file({f"down_blocks.7.attentions.0.transformer_blocks.0.attn1.to_q.lora_{ab}.weight": np.ones((2, 2), np.float32)
+               for ab in "AB"}, str(tmp_path / "other.safetensors"))
     Image.fromarray(np.zeros((64, 128, 3), np.uint8)).save(tmp_path / "frames" / "0.png")
     base = {"mode": 1, "image": str(image_path), "output_dir": str(out),
             "SVD": {"config": str(converted[1]), "sampling_steps": 1, "num_frames": 2}}

@@ -1,0 +1,159 @@
+"""LoRA files (exvideo_ms/lora.py) against PEFT applying the same LoRA to diffusers' UNet: PEFT is the
+reference for the naming, the alpha/rank rule and the update B·A."""
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from tests.helpers import ms_unet, rel_err, unet_inputs
+from tests.test_unet import TOL, torch_unet
+
+from exvideo_ms import lora
+
+RANK, ALPHA = 4, 6.0  # alpha ≠ rank, so a wrong scaling rule shows
+TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]  # SVD_Xtend's LoRA targets: every attention, spatial and temporal
+
+
+@pytest.fixture(scope="module")
+def peft_lora(aligned_unet, tmp_path_factory):
+    """(diffusers UNet with a random non-zero PEFT LoRA, the LoRA's file as diffusers' save_lora_adapter writes
+    it, the PEFT state dict)."""
+    from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+    from safetensors.torch import save_file
+    torch.manual_seed(5)
+    config = LoraConfig(r=RANK, lora_alpha=ALPHA, target_modules=TARGETS, init_lora_weights=False)
+    unet = inject_adapter_in_model(config, copy.deepcopy(aligned_unet))
+    state = {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(unet).items()}
+    for k in state:
+        if ".lora_B." in k:  # init_lora_weights=False draws B of the same size as A: large enough to matter
+            assert float(state[k].abs().max()) > 0
+    path = tmp_path_factory.mktemp("lora") / "pytorch_lora_weights.safetensors"
+    save_file(state, str(path), metadata={"format": "pt", lora.METADATA_KEY: json.dumps(config.to_dict(), default=list)})
+    return unet, path, state
+
+
+@pytest.fixture(scope="module")
+def _unet(tiny_cfg, converted):
+    from exvideo_ms.checkpoint import load_checkpoint
+    from exvideo_ms.models.svd import build_model
+    model = build_model(tiny_cfg, components=["unet"])
+    load_checkpoint(model, converted[0], strict=False)
+    return model.unet, weights(model.unet)
+
+
+@pytest.fixture()
+def fresh_unet(_unet):
+    """The converted tiny UNet, its weights put back after each test."""
+    from mindspore import Tensor
+    unet, base = _unet
+    yield unet
+    for p in unet.get_parameters():
+        p.set_data(Tensor(base[p.name]))
+
+
+def weights(unet) -> dict:
+    return {p.name: p.asnumpy().copy() for p in unet.get_parameters()}
+
+
+def test_lora_equals_peft_on_diffusers_and_unmerges(tiny_cfg, fresh_unet, aligned_unet, peft_lora):
+    peft_unet, path, state = peft_lora
+    f = lora.read(path)
+    assert f.naming == "peft" and len(f.updates) == len(state) // 2 == 256  # 16 transformers x (spatial, temporal) x 2 attns x 4
+    assert {u.alpha for u in f.updates.values()} == {ALPHA} and {u.rank for u in f.updates.values()} == {RANK}
+    updates = lora.resolve(f, tiny_cfg, fresh_unet)
+    before = weights(fresh_unet)
+    x, t, ctx, ids = unet_inputs(5, seed=3)
+    plain = torch_unet(aligned_unet, x, t, ctx, ids)
+    reference = torch_unet(peft_unet, x, t, ctx, ids)
+    assert rel_err(reference, plain) > 1e-2  # the LoRA matters
+    lora.merge(fresh_unet, updates)
+    assert rel_err(ms_unet(fresh_unet, x, t, ctx, ids), reference) <= TOL
+    lora.unmerge(fresh_unet, updates)
+    after = weights(fresh_unet)
+    changed = [n for n in updates]
+    for n in before:
+        if n in changed:  # W + Δ − Δ in float32: within a couple of units in the last place of the larger term
+            bound = 2 * np.spacing(np.abs(before[n]) + np.abs(updates[n].delta(before[n].shape)))
+            assert np.all(np.abs(after[n] - before[n]) <= bound), n
+        else:
+            assert np.array_equal(after[n], before[n]), n
+    assert rel_err(ms_unet(fresh_unet, x, t, ctx, ids), plain) <= TOL
+
+
+def test_scale_and_kohya_naming_give_the_same_merge(tiny_cfg, fresh_unet, peft_lora, tmp_path):
+    """The same LoRA in kohya naming (with alpha tensors) merges into the same weights; scale 0.5 halves the
+    update exactly as PEFT's scaling would."""
+    from mindspore import Tensor
+    from safetensors.numpy import save_file
+    _, path, state = peft_lora
+    kohya = {}
+    for key, value in state.items():
+        module, _, kind = key.rpartition(".lora_")
+        name = lora.KOHYA_PREFIX + module.replace(".", "_")
+        kohya[f"{name}.{'lora_down' if kind.startswith('A') else 'lora_up'}.weight"] = value.numpy()
+        kohya[f"{name}.alpha"] = np.array(ALPHA, np.float32)
+    save_file(kohya, str(tmp_path / "kohya.safetensors"))
+    base = weights(fresh_unet)
+    results = []
+    for file in (path, tmp_path / "kohya.safetensors"):
+        f = lora.read(file)
+        updates = lora.resolve(f, tiny_cfg, fresh_unet)
+        lora.merge(fresh_unet, updates, scale=0.5)
+        results.append(weights(fresh_unet))
+        for p in fresh_unet.get_parameters():  # back to the base weights exactly
+            p.set_data(Tensor(base[p.name]))
+    assert f.naming == "kohya"
+    for n in base:
+        np.testing.assert_array_equal(results[0][n], results[1][n])
+    name = "unet.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"
+    module = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
+    expected = 0.5 * ALPHA / RANK * (state[module + ".lora_B.weight"].numpy() @ state[module + ".lora_A.weight"].numpy())
+    np.testing.assert_allclose(results[0][name] - base[name], expected, rtol=1e-5, atol=1e-7)
+
+
+def test_bad_lora_files_are_errors_naming_the_problem(tiny_cfg, fresh_unet, peft_lora, tmp_path):
+    from safetensors.numpy import save_file
+    _, _, state = peft_lora
+    a = state["down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight"].numpy()
+    b = state["down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_B.weight"].numpy()
+    cases = {
+        "unknown": ({"unet.down_blocks.9.attentions.0.attn1.to_q.lora_A.weight": a,
+                     "unet.down_blocks.9.attentions.0.attn1.to_q.lora_B.weight": b},
+                    "1 LoRA module.s. the model does not have .*down_blocks.9.attentions.0.attn1.to_q"),
+        "half": ({"down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight": a},
+                 "has lora_A only"),
+        "shape": ({"down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight": a[:, :-1],
+                   "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_B.weight": b},
+                  "do not fit the weight unet.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"),
+        "foreign": ({"text_model.encoder.layers.0.mlp.fc1.weight": a}, "neither <module>.lora_A.weight"),
+    }
+    for name, (tensors, message) in cases.items():
+        save_file(tensors, str(tmp_path / f"{name}.safetensors"))
+        with pytest.raises(lora.LoRAError, match=message):
+            lora.resolve(lora.read(tmp_path / f"{name}.safetensors"), tiny_cfg, fresh_unet)
+    save_file({"x.lora_A.weight": a, "x.lora_B.weight": b}, str(tmp_path / "dora.safetensors"),
+              metadata={lora.METADATA_KEY: json.dumps({"r": RANK, "lora_alpha": ALPHA, "use_dora": True})})
+    with pytest.raises(lora.LoRAError, match=r"\['use_dora'\] are not supported"):
+        lora.read(tmp_path / "dora.safetensors")
+    with pytest.raises(lora.LoRAError, match="no such LoRA file"):
+        lora.read(tmp_path / "missing.safetensors")
+
+
+def test_pipeline_merges_loras_in_order_before_its_dtype_cast(tiny_cfg, converted, fresh_unet, peft_lora):
+    """SVDPipeline.from_config(loras=[(file, scale), ...]) (what --SVD.lora / --SVD.lora_scale call): each LoRA's
+    update added to the checkpoint's float32 weights, then the pipeline's cast."""
+    from exvideo_ms.pipeline import SVDPipeline
+    _, path, _ = peft_lora
+    f = lora.read(path)
+    pipe = SVDPipeline.from_config(tiny_cfg, converted[0], dtype="fp16", loras=[(f, 0.5), (f, 0.25)])
+    base = weights(fresh_unet)
+    updates = lora.resolve(f, tiny_cfg, fresh_unet)
+    got = weights(pipe.unet)
+    for name, update in updates.items():
+        expected = (base[name] + update.delta(base[name].shape, 0.5)) + update.delta(base[name].shape, 0.25)
+        assert got[name].dtype == np.float16
+        np.testing.assert_array_equal(got[name], expected.astype(np.float16))
+    untouched = "unet.input_blocks.1.0.in_layers.2.weight"
+    assert untouched not in updates
+    np.testing.assert_array_equal(got[untouched], base[untouched].astype(np.float16))
