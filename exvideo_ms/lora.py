@@ -165,11 +165,11 @@ def _kohya_updates(path: Path, tensors: Mapping[str, np.ndarray]) -> Dict[str, U
 # ------------------------------------------------------------------------------------------------- mapping
 def module_names(cfg, unet_parameter_names: Sequence[str]) -> Dict[str, str]:
     """{diffusers module path: our weight's parameter name (``unet.input_blocks...``)} for every weight the
-    diffusers UNet has under the same shape (the converter's identity entries)."""
+    diffusers UNet has under the same shape (the converter's identity entries); other names are skipped."""
     from exvideo_ms.convert.diffusers import IDENTITY, table
-    names = [n for n in unet_parameter_names if n.endswith(".weight")]
-    if not all(n.startswith("unet.") for n in names):
-        raise ValueError(f"expected the UNet's parameter names (unet.*), got e.g. {names[:2]}")
+    names = [n for n in unet_parameter_names if n.endswith(".weight") and n.startswith("unet.")]
+    if not names:
+        raise ValueError(f"expected the UNet's parameter names (unet.*), got e.g. {list(unet_parameter_names)[:2]}")
     out = {}
     for ours, found in table(cfg, names).items():
         if found is not None and found[1] == IDENTITY and len(found[0]) == 1:
@@ -177,11 +177,12 @@ def module_names(cfg, unet_parameter_names: Sequence[str]) -> Dict[str, str]:
     return out
 
 
-def resolve(lora: LoRAFile, cfg, unet) -> Dict[str, Update]:
-    """The file's updates by our UNet weight's parameter name, each checked against the weight's shape;
-    every module the model does not have is named in one error."""
-    params = {p.name: p for p in unet.get_parameters()}
-    by_module = module_names(cfg, list(params))
+def resolve(lora: LoRAFile, cfg, shapes: Mapping[str, Tuple[int, ...]]) -> Dict[str, Update]:
+    """The file's updates by our UNet weight name, for a model whose UNet parameters have ``shapes``
+    ({``unet.*`` name: shape}: ``unet_shapes(model.unet)``, or a checkpoint's index), each checked against the
+    weight's shape; every module the model does not have is named in one error."""
+    shapes = {n: tuple(v) for n, v in shapes.items() if n.startswith("unet.")}
+    by_module = module_names(cfg, list(shapes))
     if lora.naming == "kohya":
         kohya = {}
         for module, ours in by_module.items():
@@ -197,7 +198,7 @@ def resolve(lora: LoRAFile, cfg, unet) -> Dict[str, Update]:
     out = {}
     for module, update in lora.updates.items():
         name = by_module[module]
-        shape = tuple(params[name].shape)
+        shape = shapes[name]
         out_dim, in_size = shape[0], int(np.prod(shape[1:]))
         if (update.up.shape[0], int(np.prod(update.down.shape[1:]))) != (out_dim, in_size) \
                 or int(np.prod(update.up.shape[1:])) != update.rank:
@@ -205,6 +206,10 @@ def resolve(lora: LoRAFile, cfg, unet) -> Dict[str, Update]:
                             f"{tuple(update.up.shape)} do not fit the weight {name} {shape}")
         out[name] = update
     return out
+
+
+def unet_shapes(unet) -> Dict[str, Tuple[int, ...]]:
+    return {p.name: tuple(p.shape) for p in unet.get_parameters()}
 
 
 # ------------------------------------------------------------------------------------------------- merging
@@ -226,3 +231,81 @@ def merge(unet, updates: Mapping[str, Update], scale: float = 1.0) -> None:
 def unmerge(unet, updates: Mapping[str, Update], scale: float = 1.0) -> None:
     """Undo ``merge`` with the same updates and scale (within float32 rounding for float32 weights)."""
     _add(unet, updates, scale, -1.0)
+
+
+# ------------------------------------------------------------------------------------------------- making
+TARGETS = r"attn[12]\.(to_q|to_k|to_v|to_out\.0)$"  # SVD_Xtend's LoRA layers: every attention's projections
+
+
+def extract(base: Mapping[str, np.ndarray], tuned: Mapping[str, np.ndarray], cfg, rank: int,
+            targets: str = TARGETS) -> Tuple[Dict[str, Update], Dict[str, float], list]:
+    """A LoRA approximating ``tuned`` − ``base`` (two checkpoints' tensors by our names): for every UNet weight
+    whose diffusers module path matches ``targets`` (a regular expression, searched) and differs, the truncated
+    SVD of the difference, rank ``rank`` (less where the weight is smaller), alpha = rank (scale 1).
+
+    Returns ({diffusers module path: Update}, {module: relative Frobenius error of the approximation}, the
+    names of tensors that differ but are not in the LoRA: other layers, biases, norms, ExVideo's position
+    table; a LoRA cannot carry them)."""
+    if rank < 1:
+        raise LoRAError(f"rank must be >= 1, got {rank}")
+    missing = sorted(set(base) ^ set(tuned))
+    if missing:
+        raise LoRAError(f"the two checkpoints hold different tensors: {', '.join(missing[:10])}")
+    pattern = re.compile(targets)
+    by_ours = {ours: module for module, ours in module_names(cfg, list(base)).items()}
+    updates, errors, left_out = {}, {}, []
+    for name in sorted(base):
+        a, b = np.asarray(base[name]), np.asarray(tuned[name])
+        if a.shape != b.shape:
+            raise LoRAError(f"{name}: shape {a.shape} in the base checkpoint, {b.shape} in the tuned one")
+        if np.array_equal(a, b):
+            continue
+        module = by_ours.get(name)
+        if module is None or a.ndim < 2 or not pattern.search(module):
+            left_out.append(name)
+            continue
+        diff = (b.astype(np.float64) - a.astype(np.float64)).reshape(a.shape[0], -1)
+        u, sv, vt = np.linalg.svd(diff, full_matrices=False)
+        r = min(rank, len(sv))
+        root = np.sqrt(sv[:r])
+        up = (u[:, :r] * root).reshape((a.shape[0], r) + (1,) * (a.ndim - 2)).astype(np.float32)
+        down = (root[:, None] * vt[:r]).reshape((r,) + a.shape[1:]).astype(np.float32)
+        updates[module] = Update(down, up, float(r))
+        norm = float(np.linalg.norm(diff))
+        errors[module] = float(np.sqrt(max(norm ** 2 - float(np.sum(sv[:r] ** 2)), 0.0))) / norm
+    if not updates:
+        raise LoRAError(f"no weight matching {targets!r} differs between the checkpoints")
+    return updates, errors, left_out
+
+
+def write(path, updates: Mapping[str, Update]) -> None:
+    """``updates`` ({diffusers module path: Update}) as a safetensors file in PEFT naming
+    (``<module>.lora_A.weight`` / ``.lora_B.weight``) with PEFT's LoraConfig in diffusers'
+    ``lora_adapter_metadata``, as ``save_lora_adapter`` writes it; refuses to replace an existing file."""
+    from collections import Counter
+
+    from safetensors.numpy import save_file
+    path = Path(path)
+    if path.exists():
+        raise LoRAError(f"{path} exists: not overwritten (choose another --output or remove it)")
+    rank = Counter(u.rank for u in updates.values()).most_common(1)[0][0]
+    alpha = Counter(u.alpha for u in updates.values()).most_common(1)[0][0]
+    config = {"peft_type": "LORA", "r": rank, "lora_alpha": alpha, "target_modules": sorted(updates),
+              "rank_pattern": {m: u.rank for m, u in updates.items() if u.rank != rank},
+              "alpha_pattern": {m: u.alpha for m, u in updates.items() if u.alpha != alpha},
+              "use_rslora": False, "lora_dropout": 0.0, "bias": "none", "init_lora_weights": True}
+    tensors = {}
+    for module, u in updates.items():
+        tensors[f"{module}.lora_A.weight"] = np.ascontiguousarray(u.down, np.float32)
+        tensors[f"{module}.lora_B.weight"] = np.ascontiguousarray(u.up, np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"format": "pt", METADATA_KEY: json.dumps(config, sort_keys=True)})
+    tmp.replace(path)
+
+
+def merge_arrays(weights: Dict[str, np.ndarray], updates: Mapping[str, Update], scale: float = 1.0) -> None:
+    """``merge`` on a checkpoint's arrays (by our names), in place, each kept in its dtype."""
+    for name, update in updates.items():
+        w = weights[name]
+        weights[name] = (w.astype(np.float32) + update.delta(w.shape, scale)).astype(w.dtype)

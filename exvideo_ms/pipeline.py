@@ -90,7 +90,8 @@ class SVDPipeline:
             model = build_model(cfg)
         else:
             model = build_model(cfg, allocate=False)  # no random init: the checkpoint fills every parameter
-        resolved = [(f, lora.resolve(f, cfg, model.unet), scale) for f, scale in loras]
+        shapes = lora.unet_shapes(model.unet)
+        resolved = [(f, lora.resolve(f, cfg, shapes), scale) for f, scale in loras]
         if checkpoint is not None:
             load_checkpoint(model, checkpoint)
         for f, layers, scale in resolved:

@@ -61,7 +61,7 @@ def test_lora_equals_peft_on_diffusers_and_unmerges(tiny_cfg, fresh_unet, aligne
     f = lora.read(path)
     assert f.naming == "peft" and len(f.updates) == len(state) // 2 == 256  # 16 transformers x (spatial, temporal) x 2 attns x 4
     assert {u.alpha for u in f.updates.values()} == {ALPHA} and {u.rank for u in f.updates.values()} == {RANK}
-    updates = lora.resolve(f, tiny_cfg, fresh_unet)
+    updates = lora.resolve(f, tiny_cfg, lora.unet_shapes(fresh_unet))
     before = weights(fresh_unet)
     x, t, ctx, ids = unet_inputs(5, seed=3)
     plain = torch_unet(aligned_unet, x, t, ctx, ids)
@@ -98,7 +98,7 @@ def test_scale_and_kohya_naming_give_the_same_merge(tiny_cfg, fresh_unet, peft_l
     results = []
     for file in (path, tmp_path / "kohya.safetensors"):
         f = lora.read(file)
-        updates = lora.resolve(f, tiny_cfg, fresh_unet)
+        updates = lora.resolve(f, tiny_cfg, lora.unet_shapes(fresh_unet))
         lora.merge(fresh_unet, updates, scale=0.5)
         results.append(weights(fresh_unet))
         for p in fresh_unet.get_parameters():  # back to the base weights exactly
@@ -131,7 +131,7 @@ def test_bad_lora_files_are_errors_naming_the_problem(tiny_cfg, fresh_unet, peft
     for name, (tensors, message) in cases.items():
         save_file(tensors, str(tmp_path / f"{name}.safetensors"))
         with pytest.raises(lora.LoRAError, match=message):
-            lora.resolve(lora.read(tmp_path / f"{name}.safetensors"), tiny_cfg, fresh_unet)
+            lora.resolve(lora.read(tmp_path / f"{name}.safetensors"), tiny_cfg, lora.unet_shapes(fresh_unet))
     save_file({"x.lora_A.weight": a, "x.lora_B.weight": b}, str(tmp_path / "dora.safetensors"),
               metadata={lora.METADATA_KEY: json.dumps({"r": RANK, "lora_alpha": ALPHA, "use_dora": True})})
     with pytest.raises(lora.LoRAError, match=r"\['use_dora'\] are not supported"):
@@ -148,7 +148,7 @@ def test_pipeline_merges_loras_in_order_before_its_dtype_cast(tiny_cfg, converte
     f = lora.read(path)
     pipe = SVDPipeline.from_config(tiny_cfg, converted[0], dtype="fp16", loras=[(f, 0.5), (f, 0.25)])
     base = weights(fresh_unet)
-    updates = lora.resolve(f, tiny_cfg, fresh_unet)
+    updates = lora.resolve(f, tiny_cfg, lora.unet_shapes(fresh_unet))
     got = weights(pipe.unet)
     for name, update in updates.items():
         expected = (base[name] + update.delta(base[name].shape, 0.5)) + update.delta(base[name].shape, 0.25)
@@ -157,3 +157,59 @@ def test_pipeline_merges_loras_in_order_before_its_dtype_cast(tiny_cfg, converte
     untouched = "unet.input_blocks.1.0.in_layers.2.weight"
     assert untouched not in updates
     np.testing.assert_array_equal(got[untouched], base[untouched].astype(np.float16))
+
+
+def test_extract_a_lora_from_two_checkpoints_and_merge_it_back(tiny_cfg, converted, aligned_unet, tmp_path, caplog):
+    """svd_tools/lora.py extract: a tuned checkpoint whose attention weights moved by rank-2 updates (and one
+    bias) gives a rank-2 LoRA that PEFT loads onto diffusers' UNet with the same update; merge puts it into the
+    base checkpoint, which then equals the tuned one on those weights."""
+    from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
+    from safetensors import safe_open
+    from svd_tools import lora as tool
+
+    from exvideo_ms.checkpoint import iter_checkpoint, save_checkpoint
+    base = dict(iter_checkpoint(converted[0]))
+    g = np.random.default_rng(7)
+    moved = ["unet.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight",
+             "unet.middle_block.1.time_stack.0.attn2.to_v.weight",
+             "unet.output_blocks.3.1.transformer_blocks.0.attn1.to_out.0.weight"]
+    tuned = {}
+    for name in moved:
+        w = base[name]
+        tuned[name] = w + 0.05 * (g.standard_normal((w.shape[0], 2)) @ g.standard_normal((2, w.shape[1]))).astype(np.float32)
+    bias = "unet.input_blocks.1.1.transformer_blocks.0.attn1.to_out.0.bias"
+    tuned[bias] = base[bias] + 1.0
+    save_checkpoint(tuned.items(), tmp_path / "tuned.ckpt")
+    out = tmp_path / "lora.safetensors"
+    args = ["extract", "--config", str(converted[1]), "--base", str(converted[0]), "--tuned", str(tmp_path / "tuned.ckpt"),
+            "--rank", "2", "--output", str(out)]
+    assert tool.main(args) == 0
+    assert f"1 changed tensors are not in the LoRA (not a matching layer's weight): {bias}" in caplog.text
+    assert tool.main(args) == 2 and out.is_file()  # never overwritten
+
+    f = lora.read(out)
+    assert f.naming == "peft" and sorted(f.updates) == ["down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q",
+                                                        "mid_block.attentions.0.temporal_transformer_blocks.0.attn2.to_v",
+                                                        "up_blocks.1.attentions.0.transformer_blocks.0.attn1.to_out.0"]
+    with safe_open(str(out), "pt") as fh:
+        state = {k: fh.get_tensor(k) for k in fh.keys()}
+        meta = json.loads(fh.metadata()[lora.METADATA_KEY])
+    config = LoraConfig(**{k: meta[k] for k in ("r", "lora_alpha", "target_modules", "rank_pattern", "alpha_pattern")})
+    peft_unet = inject_adapter_in_model(config, copy.deepcopy(aligned_unet))
+    assert set_peft_model_state_dict(peft_unet, state).unexpected_keys == []
+    for module, ours in lora.module_names(tiny_cfg, list(base)).items():
+        if module in f.updates:
+            layer = peft_unet.get_submodule(module)
+            np.testing.assert_allclose(layer.get_delta_weight("default").detach().numpy(), tuned[ours] - base[ours],
+                                       rtol=0, atol=1e-5 * float(np.abs(tuned[ours]).max()))
+
+    merged = tmp_path / "merged.ckpt"
+    assert tool.main(["merge", "--config", str(converted[1]), "--checkpoint", str(converted[0]), "--lora", str(out),
+                      "--output", str(merged)]) == 0
+    got = dict(iter_checkpoint(merged))
+    assert set(got) == set(base)
+    for name in base:
+        if name in moved:
+            np.testing.assert_allclose(got[name], tuned[name], rtol=0, atol=1e-5 * float(np.abs(tuned[name]).max()))
+        else:
+            np.testing.assert_array_equal(got[name], base[name])
