@@ -309,3 +309,67 @@ def merge_arrays(weights: Dict[str, np.ndarray], updates: Mapping[str, Update], 
     for name, update in updates.items():
         w = weights[name]
         weights[name] = (w.astype(np.float32) + update.delta(w.shape, scale)).astype(w.dtype)
+
+
+# ------------------------------------------------------------------------------------------------- training
+# layer kinds a trained LoRA can target, as regular expressions on diffusers module paths
+KINDS = {
+    "spatial_attention": r"\.transformer_blocks\.\d+\.attn[12]\.(to_q|to_k|to_v|to_out\.0)$",
+    "temporal_attention": r"\.temporal_transformer_blocks\.\d+\.attn[12]\.(to_q|to_k|to_v|to_out\.0)$",
+    "feed_forward": r"transformer_blocks\.\d+\.(ff|ff_in)\.net\.(0\.proj|2)$",
+    # ExVideo's blocks: every Linear of the temporal transformers and of their frame-position embedding (the
+    # position table and the 3-D conv train in exvideo mode, not through a LoRA)
+    "exvideo": r"(\.temporal_transformer_blocks\.\d+\..+|\.time_pos_embed\.linear_[12])$",
+}
+
+
+def kinds_pattern(kinds: Sequence[str]) -> str:
+    """One regular expression for the layer ``kinds`` (keys of KINDS)."""
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown or not kinds:
+        raise LoRAError(f"LoRA targets must be among {sorted(KINDS)}, got {list(kinds)}")
+    return "|".join(f"({KINDS[k]})" for k in kinds)
+
+
+def add_lora(unet, cfg, rank: int, alpha: float, targets: str, dropout: float = 0.0) -> Dict[str, str]:
+    """Give every Linear layer of ``unet`` whose diffusers module path matches ``targets`` a trainable LoRA
+    branch (nn/layers.Linear): ``lora_A`` initialised as PEFT does (Kaiming-uniform, a = √5: MindSpore's
+    Dense default), ``lora_B`` zeros, so training starts from the unchanged network; scale α / r; dropout on the
+    branch's input. The new parameters are named ``<our weight's module>.lora_A.weight`` / ``.lora_B.weight``.
+    Returns {our LoRA parameter name: diffusers name (``<module>.lora_A.weight``)} for export."""
+    from mindspore import nn
+
+    from exvideo_ms.nn.layers import Identity, Linear
+    if rank < 1:
+        raise LoRAError(f"LoRA rank must be >= 1, got {rank}")
+    pattern = re.compile(targets)
+    cells = dict(unet.cells_and_names())
+    names = {}
+    for module, ours in sorted(module_names(cfg, list(unet_shapes(unet))).items()):
+        if not pattern.search(module):
+            continue
+        path = ours[len("unet."):-len(".weight")]
+        cell = cells.get(path)
+        if not isinstance(cell, Linear):
+            continue  # convolutions and embeddings keep no LoRA here (the kinds name Linear layers only)
+        out_dim, in_dim = cell.weight.shape
+        cell.lora_A = Linear(in_dim, rank, has_bias=False)
+        cell.lora_B = Linear(rank, out_dim, has_bias=False, weight_init="zeros")
+        cell.lora_dropout = nn.Dropout(p=dropout) if dropout > 0 else Identity()
+        cell.lora_scale = float(alpha) / rank
+        for part in ("A", "B"):
+            p = getattr(cell, f"lora_{part}").weight
+            p.name = f"{ours[:-len('.weight')]}.lora_{part}.weight"
+            names[p.name] = f"{module}.lora_{part}.weight"
+    if not names:
+        raise LoRAError(f"no Linear layer of the UNet matches the LoRA targets {targets!r}")
+    return names
+
+
+def updates_from_weights(weights: Mapping[str, np.ndarray], names: Mapping[str, str], alpha: float) -> Dict[str, Update]:
+    """{diffusers module: Update} from trained LoRA weights by our names (``add_lora``'s mapping)."""
+    pairs: Dict[str, Dict[str, np.ndarray]] = {}
+    for ours, theirs in names.items():
+        module, _, part = theirs[:-len(".weight")].rpartition(".lora_")
+        pairs.setdefault(module, {})[part] = np.asarray(weights[ours], np.float32)
+    return {m: Update(p["A"], p["B"], float(alpha)) for m, p in pairs.items()}

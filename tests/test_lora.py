@@ -213,3 +213,47 @@ def test_extract_a_lora_from_two_checkpoints_and_merge_it_back(tiny_cfg, convert
             np.testing.assert_allclose(got[name], tuned[name], rtol=0, atol=1e-5 * float(np.abs(tuned[name]).max()))
         else:
             np.testing.assert_array_equal(got[name], base[name])
+
+
+def test_lora_training_loss_and_gradients_match_peft(tiny_cfg, converted, peft_lora):
+    """--train.mode lora's network: our UNet with LoRA branches (lora.add_lora) carrying PEFT's A and B gives the
+    loss and LoRA gradients of PEFT's LoRA on diffusers' UNet (the EDM loss of tests/test_train.py)."""
+    import mindspore as ms
+    from mindspore import Tensor
+    from tests.test_train import LOSS_INPUTS, _torch_loss, loss_batch
+
+    from exvideo_ms.checkpoint import load_checkpoint
+    from exvideo_ms.models.svd import build_model
+    from exvideo_ms.train.loss import DenoisingLoss
+    from exvideo_ms.train.trainable import trainable_names
+    peft_unet, _, state = peft_lora
+    model = build_model(tiny_cfg, components=["unet"])
+    load_checkpoint(model, converted[0], strict=False)
+    unet = model.unet
+    x, t, ctx, ids = unet_inputs(3, seed=4)
+    before = ms_unet(unet, x, t, ctx, ids)
+    names = lora.add_lora(unet, tiny_cfg, RANK, ALPHA, lora.kinds_pattern(["spatial_attention", "temporal_attention"]))
+    assert sorted(names.values()) == sorted(state)  # PEFT's names for the same 256 branches
+    np.testing.assert_array_equal(ms_unet(unet, x, t, ctx, ids), before)  # lora_B starts at zero
+    trainable = trainable_names(unet, "lora", has_extension=False)
+    params = dict(unet.parameters_and_names())
+    assert len(trainable) == 512 and all(f"unet.{n}" in names for n in trainable)
+    for n in trainable:
+        params[n].set_data(Tensor(state[names[f"unet.{n}"]].numpy()))
+        params[n].requires_grad = True
+    batch, order = loss_batch(), LOSS_INPUTS
+    loss = DenoisingLoss(unet, "edm", 1.01, tiny_cfg.conditioning.addition_time_embed_dim)
+    grad_fn = ms.value_and_grad(loss, None, [params[n] for n in trainable], has_aux=True)
+    (weighted, _), grads = grad_fn(*(Tensor(batch[k]) for k in order))
+    tparams = dict(peft_unet.named_parameters())
+    for n, p in tparams.items():
+        p.requires_grad_(".lora_" in n)
+        p.grad = None
+    tw, _ = _torch_loss(peft_unet, *(torch.from_numpy(batch[k]) for k in order), "edm", 1.01)
+    tw.backward()
+    assert abs(float(weighted.asnumpy()) - tw.item()) <= 1e-4 * abs(tw.item())
+    theirs = [tparams[names[f"unet.{n}"].replace(".weight", ".default.weight")].grad.numpy() for n in trainable]
+    ours = [gr.asnumpy() for gr in grads]
+    diff = np.sqrt(sum(float(((a - c) ** 2).sum()) for a, c in zip(ours, theirs)))
+    norm = np.sqrt(sum(float((c ** 2).sum()) for c in theirs))
+    assert norm > 0 and diff / norm <= 1e-4

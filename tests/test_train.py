@@ -82,20 +82,28 @@ def _torch_loss(unet, latents, cond, clip, ids, sigma, noise, recipe, contrast):
     return (err * w).mean(), err.mean()
 
 
-@pytest.mark.parametrize("recipe", ["exvideo", "edm"])
-def test_loss_and_gradients_match_pytorch(ms_model, aligned_unet, tiny_cfg, recipe):
+LOSS_INPUTS = ("latents", "cond", "clip", "ids", "sigma", "noise")  # DenoisingLoss's and _torch_loss's order
+
+
+def loss_batch() -> dict:
+    """One batch for the tiny UNet's loss: 2 videos of 3 frames, σ 0.7 and 12."""
     g = np.random.default_rng(0)
     b, t, h, w = 2, 3, 8, 16
     batch = dict(latents=g.standard_normal((b, t, 4, h, w)), cond=g.standard_normal((b, 4, h, w)),
                  clip=g.standard_normal((b, 1, 32)), ids=np.array([[29, 40, 0.0], [6, 127, 0.02]]),
                  sigma=np.array([0.7, 12.0]), noise=g.standard_normal((b, t, 4, h, w)))
-    batch = {k: v.astype(np.float32) for k, v in batch.items()}
+    return {k: v.astype(np.float32) for k, v in batch.items()}
+
+
+@pytest.mark.parametrize("recipe", ["exvideo", "edm"])
+def test_loss_and_gradients_match_pytorch(ms_model, aligned_unet, tiny_cfg, recipe):
+    batch = loss_batch()
     unet = ms_model.unet
     names = trainable_names(unet, "temporal_only", has_extension=False)
     params = dict(unet.parameters_and_names())
     loss = DenoisingLoss(unet, recipe, 1.01, tiny_cfg.conditioning.addition_time_embed_dim)
     grad_fn = ms.value_and_grad(loss, None, [params[n] for n in names], has_aux=True)
-    (weighted, aux), grads = grad_fn(*(Tensor(batch[k]) for k in ("latents", "cond", "clip", "ids", "sigma", "noise")))
+    (weighted, aux), grads = grad_fn(*(Tensor(batch[k]) for k in LOSS_INPUTS))
     plain = aux[0] if isinstance(aux, tuple) else aux
     tu = aligned_unet
     tu.zero_grad()
@@ -105,7 +113,7 @@ def test_loss_and_gradients_match_pytorch(ms_model, aligned_unet, tiny_cfg, reci
     tparams = dict(tu.named_parameters())
     for n in names:
         tparams[table[f"unet.{n}"][0][0][len("unet."):]].requires_grad_(True)
-    tw, tp = _torch_loss(tu, *(torch.from_numpy(batch[k]) for k in ("latents", "cond", "clip", "ids", "sigma", "noise")),
+    tw, tp = _torch_loss(tu, *(torch.from_numpy(batch[k]) for k in LOSS_INPUTS),
                          recipe, 1.01)
     tw.backward()
     assert abs(float(weighted.asnumpy()) - tw.item()) <= 1e-4 * abs(tw.item())
@@ -456,6 +464,10 @@ def test_bad_options_exit_2(micro_run, tmp_path, capsys, monkeypatch):
         (["--config", str(cfg_path), "--train.dataset.format", "csv", "--train.dataset.path", str(csv_root)],
          f"{csv_root / 'metadata.csv'} row 3: motion_bucket_id 'fast' is not a number"),
         (["--config", str(cfg_path), "--train.mode", "all"], "--train.mode"),
+        (["--config", str(cfg_path), "--train.mode", "lora", "--train.lora.rank", "0"],
+         "--train.lora.rank must be an integer >= 1, got 0"),
+        (["--config", str(cfg_path), "--train.mode", "lora", "--train.lora.targets", "[]"], "--train.lora.targets is empty"),
+        (["--config", str(cfg_path), "--train.lora.targets", "[attention]"], "--train.lora.targets"),
         (["--config", str(cfg_path), "--train.max_step", "3"], "unrecognized arguments: --train.max_step"),
         (["--config", str(cfg_path), "--train.seed", "1", "--train.seed", "2"], "--train.seed is given more than once"),
     ]
@@ -580,3 +592,50 @@ def test_ascend_scripts_launch_the_tested_zero2_path():
         assert "--environment.distributed true --environment.zero_stage 2" in r.stdout
     assert "--worker_num=8 --local_worker_num=4" in multi.stdout and "--node_rank=1" in multi.stdout
     assert "--log_dir=logs/train_multinode/node_1" in multi.stdout and multi.stdout.rstrip().endswith("3")
+
+
+def test_lora_mode_trains_its_branches_and_its_file_reproduces_the_trained_network(micro_run, tmp_path, capsys):
+    """--train.mode lora on the micro ExVideo model (PyNative, 2 steps): only the branches train; the checkpoint's
+    lora.safetensors (PEFT naming, rank and alpha in diffusers' metadata), merged into the untouched base
+    weights as --SVD.lora does, gives the network that training left (its branches unmerged)."""
+    from tests.helpers import ms_unet
+
+    from exvideo_ms import lora
+    from exvideo_ms.checkpoint import load_checkpoint
+    from exvideo_ms.pipeline import SVDPipeline
+    opts = {"rank": 2, "alpha": 3.0, "targets": ["temporal_attention", "feed_forward"]}
+    cfg_path = write_config(micro_run, "lora", mode="lora", max_steps=2, save_every=2, lora=opts,
+                            ema={"enable": True, "decay": 0.5}, output_dir=str(tmp_path / "run"))
+    code, err = train_in_process(["--config", str(cfg_path), "--environment.mode", "1"], capsys)
+    assert code == 0, err[-3000:]
+    step = tmp_path / "run" / "checkpoints" / "step-0000002"
+    trained = dict(iter_checkpoint(step / "trainable.ckpt"))
+    assert trained and all(n.endswith((".lora_A.weight", ".lora_B.weight")) for n in trained)
+    assert any(".time_stack." in n for n in trained) and any(".ff.net." in n for n in trained)
+    assert any(np.abs(w).max() > 0 for n, w in trained.items() if n.endswith(".lora_B.weight"))  # B moved from zero
+    f = lora.read(step / "lora.safetensors")
+    assert f.naming == "peft" and len(f.updates) == len(trained) // 2
+    ema = lora.read(step / "lora-ema.safetensors")  # the branches' EMA, exported the same way
+    ema_ckpt = dict(iter_checkpoint(step / "ema.ckpt"))
+    bases = [n.replace(".lora_A.weight", ".weight") for n in ema_ckpt if n.endswith(".lora_A.weight")]
+    modules = {ours: module for module, ours in lora.module_names(load_config(MICRO), bases).items()}
+    assert ema.updates.keys() == f.updates.keys() == set(modules.values())
+    for base in bases:
+        np.testing.assert_array_equal(ema.updates[modules[base]].up, ema_ckpt[base.replace(".weight", ".lora_B.weight")])
+    assert {(u.rank, u.alpha) for u in f.updates.values()} == {(2, 3.0)}
+    cfg = load_config(MICRO)
+    ms.set_seed(0)
+    branched = build_model(cfg, ["unet"])
+    load_checkpoint(branched, micro_run / "micro.ckpt", strict=False)
+    lora.add_lora(branched.unet, cfg, 2, 3.0, lora.kinds_pattern(opts["targets"]))
+    params = {p.name: p for p in branched.unet.get_parameters()}
+    for n, w in trained.items():
+        params[n].set_data(Tensor(w))
+    merged = SVDPipeline.from_config(cfg, micro_run / "micro.ckpt", dtype="fp32", loras=[(f, 1.0)]).unet
+    g = np.random.default_rng(2)
+    x = g.standard_normal((2, 4, 8, 16, 16)).astype(np.float32)
+    t, ctx = np.array([1.6, -0.9], np.float32), g.standard_normal((2, 1, 32)).astype(np.float32)
+    ids = np.array([[6, 127, 0.02], [29, 40, 0.0]], np.float32)
+    expected = ms_unet(branched.unet, x, t, ctx, ids)
+    got = ms_unet(merged, x, t, ctx, ids)
+    assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()

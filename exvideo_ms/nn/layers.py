@@ -12,9 +12,21 @@ SQRT_HALF = 1.0 / math.sqrt(2.0)
 
 class Linear(nn.Dense):
     """nn.Dense (weight (out, in), bias) that first casts its input to its weight dtype, so frozen low-precision
-    layers and trainable float32 layers can follow each other (MindSpore promotes mixed-dtype sums)."""
+    layers and trainable float32 layers can follow each other (MindSpore promotes mixed-dtype sums).
+
+    ``lora.add_lora`` may give it a LoRA branch: ``lora_A`` (in → r) and ``lora_B`` (r → out) Linear cells and
+    ``lora_scale`` α/r, whose output, computed in their own dtype from the layer's input, is added in the
+    layer's output dtype (PEFT's LoRA Linear)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lora_A = None
+        self.lora_B = None
+        self.lora_dropout = None
+        self.lora_scale = 1.0
 
     def construct(self, x):
+        inp = x
         if x.dtype != self.weight.dtype:
             x = x.astype(self.weight.dtype)
         shape = x.shape
@@ -25,6 +37,9 @@ class Linear(nn.Dense):
             x = self.bias_add(x, self.bias)
         if len(shape) != 2:
             x = x.reshape(shape[:-1] + (x.shape[-1],))
+        if self.lora_A is not None:
+            branch = self.lora_B(self.lora_A(self.lora_dropout(inp)))
+            x = x + (branch * self.lora_scale).astype(x.dtype)
         return x
 
 

@@ -7,6 +7,8 @@
 | ``temporal_only`` | every temporal layer: ``time_stack`` (ResBlocks and transformers), ``time_mixer``,   |
 |                 | ``time_pos_embed`` (and ExVideo's additions when present)                          |
 | ``full``        | the whole UNet                                                                      |
+| ``lora``        | the LoRA branches (``*.lora_A.weight``, ``*.lora_B.weight``) that ``lora.add_lora`` gave  |
+|                 | the targeted Linear layers; every original weight frozen                            |
 
 Trainable parameters and optimizer state stay float32; frozen UNet weights can be cast to fp16 or bf16
 (backend.Choices.frozen_dtype), norm affine parameters excepted: every layer casts its input to its own
@@ -24,7 +26,7 @@ from exvideo_ms.nn.precision import cast_weights
 
 logger = logging.getLogger(__name__)
 
-MODES = ("exvideo", "temporal_only", "full")
+MODES = ("exvideo", "temporal_only", "full", "lora")
 _EXVIDEO = re.compile(r"\.(time_stack\.\d+|time_pos_embed)\.")  # a temporal transformer's own layers ...
 _TEMPORAL = re.compile(r"\.(time_stack|time_mixer|time_pos_embed)\.")  # every temporal layer ...
 _TRANSFORMER_TEMPORAL = re.compile(r"^(input_blocks\.\d+|middle_block|output_blocks\.\d+)\.1\.")
@@ -43,6 +45,8 @@ def trainable_names(unet, mode: str, has_extension: bool) -> List[str]:
             names.append(name)
         elif mode == "temporal_only" and (_TEMPORAL.search(dotted) or is_extension_parameter(name)):
             names.append(name)  # ... and ExVideo's additions
+        elif mode == "lora" and re.search(r"\.lora_[AB]\.weight$", name):
+            names.append(name)  # the branches lora.add_lora gave the targeted layers
         elif mode == "exvideo" and _TRANSFORMER_TEMPORAL.match(name) and (_EXVIDEO.search(dotted)
                                                                             or is_extension_parameter(name)):
             names.append(name)

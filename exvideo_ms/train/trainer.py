@@ -22,7 +22,7 @@ import numpy as np
 from mindspore import Tensor
 from tqdm.auto import tqdm
 
-from exvideo_ms import backend, validate
+from exvideo_ms import backend, lora, validate
 from exvideo_ms.checkpoint import CheckpointError, load_checkpoint
 from exvideo_ms.config import SVDConfig, load_config, to_dict
 from exvideo_ms.data import streams
@@ -87,6 +87,22 @@ class EMAOptions:
 
 
 @dataclass
+class LoRAOptions:
+    """LoRA branches trained in ``--train.mode lora`` (``--train.lora.*``; exvideo_ms/lora.py)."""
+
+    rank: int = 16
+    """rank r of every branch (>= 1; SVD_Xtend's LoRA: 16)"""
+    alpha: Optional[float] = None
+    """alpha: the branch is scaled by alpha / r (> 0; default: r, scale 1)"""
+    targets: List[Literal["spatial_attention", "temporal_attention", "feed_forward", "exvideo"]] = field(
+        default_factory=lambda: ["spatial_attention", "temporal_attention"])
+    """layer kinds that get a branch: spatial_attention, temporal_attention (to_q, to_k, to_v, to_out.0 of every
+    attention, as SVD_Xtend), feed_forward, exvideo (every Linear of the temporal transformers)"""
+    dropout: float = 0.0
+    """dropout on each branch's input (0 <= p < 1)"""
+
+
+@dataclass
 class ValidationOptions:
     """Validation videos (``--train.validation.*``)."""
 
@@ -104,9 +120,10 @@ class ValidationOptions:
 class TrainOptions:
     """Training (``--train.*``)."""
 
-    mode: Literal["exvideo", "temporal_only", "full"] = "exvideo"
+    mode: Literal["exvideo", "temporal_only", "full", "lora"] = "exvideo"
     """what trains: exvideo (the temporal attention blocks with ExVideo's table and conv), temporal_only (every
-    temporal layer), full (the whole UNet)"""
+    temporal layer), full (the whole UNet), lora (LoRA branches on the layers of --train.lora.targets; each
+    checkpoint also holds lora.safetensors in PEFT naming)"""
     output_dir: str = "outputs/train"
     """checkpoints/, train_log.jsonl, loss.png and validation/ go here"""
     max_steps: int = 1000
@@ -134,6 +151,7 @@ class TrainOptions:
     optimizer: OptimizerOptions = field(default_factory=OptimizerOptions)
     loss_scale: LossScaleOptions = field(default_factory=LossScaleOptions)
     ema: EMAOptions = field(default_factory=EMAOptions)
+    lora: LoRAOptions = field(default_factory=LoRAOptions)
     validation: ValidationOptions = field(default_factory=ValidationOptions)
     dataset: DataOptions = field(default_factory=DataOptions)
 
@@ -165,6 +183,12 @@ def check_options(train: TrainOptions) -> None:
     validate.number("--train.loss_scale.factor", ls.factor, above=1.0)
     validate.number("--train.loss_scale.minimum", ls.minimum, above=0.0)
     validate.number("--train.ema.decay", o.ema.decay, above=0.0, below=1.0)
+    validate.integer("--train.lora.rank", o.lora.rank, 1)
+    if o.lora.alpha is not None:
+        validate.number("--train.lora.alpha", o.lora.alpha, above=0.0)
+    validate.number("--train.lora.dropout", o.lora.dropout, minimum=0.0, below=1.0)
+    if not o.lora.targets:
+        raise validate.OptionError("--train.lora.targets is empty")
     if d.fps is not None:
         validate.number("--train.dataset.fps", d.fps, above=0.0)
     if d.motion_bucket_id is not None:
@@ -275,6 +299,11 @@ class Trainer:
         self.model = build_model(self.cfg, components, choices=choices)
         load_initial_weights(self.model, model_opts.checkpoint, model_opts.init_unet)
         unet = self.model.unet
+        self.lora_names, self.lora_alpha = {}, None
+        if train.mode == "lora":
+            self.lora_alpha = float(train.lora.alpha if train.lora.alpha is not None else train.lora.rank)
+            self.lora_names = lora.add_lora(unet, self.cfg, train.lora.rank, self.lora_alpha,
+                                            lora.kinds_pattern(train.lora.targets), train.lora.dropout)
         self.names = trainable_names(unet, train.mode, self.cfg.exvideo is not None)
         unet_params = dict(unet.parameters_and_names())
         low = frozen_dtype(train.frozen_dtype, choices)
@@ -315,6 +344,11 @@ class Trainer:
                 "samples_seen": step * self.opts.optimizer.grad_accum * self.par.world * self.opts.batch_size,
                 "rng": streams.describe(), "model_config": to_dict(self.cfg), "options": dataclasses.asdict(self.opts)}
         path = ckpt.save(self.out / "checkpoints", step, state, meta, self.opts.keep_last)
+        if self.lora_names:  # the LoRA in PEFT naming, for --SVD.lora, PEFT and diffusers
+            for key, file in (("trainable", "lora.safetensors"), ("ema", "lora-ema.safetensors")):
+                if state.get(key) is not None:
+                    weights = {f"unet.{n}" if not n.startswith("unet.") else n: w for n, w in state[key].items()}
+                    lora.write(path / file, lora.updates_from_weights(weights, self.lora_names, self.lora_alpha))
         plot_loss(self.log.path, self.out / "loss.png", f"{self.cfg.name}: {self.opts.mode} training")
         logger.info("saved %s", path)
         return path
