@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Reproduce the bundled demo model from nothing with the project's own tools (at most 90 minutes on 2 CPU
-# cores with the defaults below):
+# Reproduce the bundled demo model from nothing with the project's own tools, in stages of at most 90 minutes
+# on 2 CPU cores with the defaults below (the model card gives each stage's time). Each finished stage leaves
+# $OUT/done/<stage>; a rerun with the same OUT skips the finished stages and starts the unfinished one again
+# from its beginning, the two train.py stages from their newest checkpoint (remove $OUT/done/<stage> to redo
+# one):
 #   1. synthetic clips (scripts/make_synthetic_dataset.py)
 #   2. the temporal VAE (scripts/train_demo_vae.py); the image encoder stays a fixed random ViT
 #   3. the frozen encoders' outputs, once (svd_tools/precompute.py)
@@ -19,16 +22,18 @@ VAE_STEPS=${VAE_STEPS:-1300}
 BASE_STEPS=${BASE_STEPS:-500}
 EXVIDEO_STEPS=${EXVIDEO_STEPS:-150}
 ASSETS=${ASSETS:-$OUT/assets}
-mkdir -p "$OUT"
+mkdir -p "$OUT/done"
 TIMES="$OUT/stage_seconds.json"
-echo "{}" > "$TIMES"
-stage() {  # stage NAME COMMAND...: run and record the wall-clock seconds
+[ -f "$TIMES" ] || echo "{}" > "$TIMES"
+stage() {  # stage NAME COMMAND...: run unless done, record the wall-clock seconds, mark done
   local name=$1; shift
+  if [ -f "$OUT/done/$name" ]; then echo "== $name: done before, skipped"; return; fi
   local t0; t0=$(date +%s)
   echo "== $name: $*"
   "$@"
   "$PY" -c "import json,sys; p=sys.argv[1]; d=json.load(open(p)); d[sys.argv[2]]=int(sys.argv[3]); json.dump(d,open(p,'w'),indent=1)" \
     "$TIMES" "$name" "$(( $(date +%s) - t0 ))"
+  touch "$OUT/done/$name"
 }
 
 stage data "$PY" scripts/make_synthetic_dataset.py --output "$OUT/data" --clips "$CLIPS" --heldout 16 \
@@ -40,13 +45,13 @@ stage precompute "$PY" svd_tools/precompute.py --model.config "$OUT/vae/demo-bas
   --dataset.height 64 --dataset.width 64 --dataset.fps 8 --output "$OUT/latents"
 stage base "$PY" train.py --config configs/demo/train_base.yaml --model.config "$OUT/vae/demo-base.yaml" \
   --model.checkpoint "$OUT/vae/encoders.ckpt" --train.output_dir "$OUT/base" \
-  --train.dataset.path "$OUT/latents" --train.max_steps "$BASE_STEPS" --train.save_every "$BASE_STEPS"
+  --train.dataset.path "$OUT/latents" --train.max_steps "$BASE_STEPS" --train.save_every 200 --train.resume auto
 "$PY" scripts/bundle_demo.py exvideo-config --base-config "$OUT/vae/demo-base.yaml" --output "$OUT/demo-exvideo.yaml"
 BASE_CKPT=$(ls -d "$OUT"/base/checkpoints/step-* | tail -1)/trainable.ckpt
 stage exvideo "$PY" train.py --config configs/demo/train_exvideo.yaml --model.config "$OUT/demo-exvideo.yaml" \
   --model.checkpoint "[$OUT/vae/encoders.ckpt, $BASE_CKPT]" --train.output_dir "$OUT/exvideo" \
   --train.dataset.path "$OUT/latents" --train.max_steps "$EXVIDEO_STEPS" \
-  --train.save_every "$(( EXVIDEO_STEPS / 5 ))"
+  --train.save_every "$(( EXVIDEO_STEPS / 5 ))" --train.resume auto
 stage ema "$PY" svd_tools/ema.py --run "$OUT/exvideo" --gamma 0.9 --no-patch
 stage bundle "$PY" scripts/bundle_demo.py bundle --run "$OUT" --assets "$ASSETS"
 echo "done: $ASSETS (stage times in $TIMES)"

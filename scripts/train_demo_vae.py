@@ -30,8 +30,11 @@ KL_WEIGHT = 1e-4  # β of our recipe: small, the latents only need to be smooth 
 # the 34th for 2 clips x 4 frames at 64 px, the 18th for 8 clips x 2 frames at 32 px, whatever the learning rate,
 # loader workers, MS_ENABLE_TRACE_MEMORY=off, memory_optimize_level O0/O1, loss scaling branches or the KL term.
 # A fresh graph over the same state continues, and the UNet's train graph runs hundreds of steps. So a new graph
-# is compiled every RECOMPILE_EVERY steps (8 ran the 1300 steps of 4 clips x 2 frames at 64 px without a stall).
-RECOMPILE_EVERY = 8
+# is compiled every RECOMPILE_EVERY steps. 4 clips x 2 frames at 64 px stall on the 34th run too (measured again
+# for issue 19); each compilation takes ~22 s against ~1.5 s per step, so every 8 steps cost 4 s per step and
+# every 24 (ten runs short of the stall) 2.4 s. MindSpore's compile cache does not shorten the recompilation
+# (measured: 20-26 s with MS_COMPILER_CACHE_ENABLE=1).
+RECOMPILE_EVERY = 24
 # Start from a nearly deterministic posterior (std e^-4 ≈ 0.02): at log-variance 0 the sampling noise (std 1)
 # drowns the latents and the small KL weight lets Adam move the log-variance only ~lr per step (measured: the
 # reconstruction MSE stayed at ~0.1 for 250 steps).
