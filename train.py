@@ -1,4 +1,5 @@
-"""Train SVD / ExVideo on MindSpore: ExVideo post-tuning (default), temporal layers only, or the full UNet.
+"""Train SVD / ExVideo on MindSpore: ExVideo post-tuning (default), temporal layers only, the full UNet, or LoRA
+branches (--train.mode lora: lora.safetensors in PEFT naming beside each checkpoint).
 
     python train.py --config configs/train/exvideo_svd_128f.yaml --train.dataset.path data/clips
     msrun --worker_num 8 --local_worker_num 8 train.py --config ... --environment.distributed true

@@ -67,3 +67,14 @@ def aligned_unet(torch_models):
     unet = copy.deepcopy(torch_models[0])
     references.align_unet_eps_(unet)
     return unet
+
+
+# the longest files first, so that the two xdist workers (one file at a time each, pyproject addopts) finish
+# together instead of one running the slowest file alone at the end (longest-processing-time-first order)
+LONGEST_FIRST = ("test_train.py", "test_demo.py", "test_cli.py", "test_pipeline.py", "test_exvideo.py",
+                 "test_diffsynth_parity.py", "test_compile_cache.py", "test_ascend_contracts.py", "test_zero.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))  # stable: file order kept within

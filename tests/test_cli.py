@@ -149,7 +149,7 @@ def test_help_describes_every_option():
             assert action.help and not action.help.startswith("(") and action.help.strip() != "", action.dest
     svd = image_to_video.build_parser().format_help()
     assert "--SVD.cfg_mode {batch,sequential}" in svd and "--gif, --no_gif" in svd
-    assert "--train.mode {exvideo,temporal_only,full}" in train.build_parser().format_help()
+    assert "--train.mode {exvideo,temporal_only,full,lora}" in train.build_parser().format_help()
 
 
 def test_sigterm_is_an_interrupt_and_every_clean_up_runs(tmp_path):
