@@ -213,24 +213,24 @@ def unet_shapes(unet) -> Dict[str, Tuple[int, ...]]:
 
 
 # ------------------------------------------------------------------------------------------------- merging
-def _add(unet, updates: Mapping[str, Update], scale: float, sign: float) -> None:
+def _add(unet, updates: Mapping[str, Update], scale: float) -> None:
+    """``merge_arrays`` on a network's parameters."""
     from mindspore import Tensor
     params = {p.name: p for p in unet.get_parameters()}
-    for name, update in updates.items():
-        p = params[name]
-        w = p.asnumpy()
-        merged = w.astype(np.float32) + np.float32(sign) * update.delta(w.shape, scale)
-        p.set_data(Tensor(merged).astype(p.dtype))
+    weights = {name: params[name].asnumpy() for name in updates}
+    merge_arrays(weights, updates, scale)
+    for name, w in weights.items():
+        params[name].set_data(Tensor(w))
 
 
 def merge(unet, updates: Mapping[str, Update], scale: float = 1.0) -> None:
     """W += scale · (α / r) · B·A for every update (computed in float32, stored in the weight's dtype)."""
-    _add(unet, updates, scale, 1.0)
+    _add(unet, updates, scale)
 
 
 def unmerge(unet, updates: Mapping[str, Update], scale: float = 1.0) -> None:
     """Undo ``merge`` with the same updates and scale (within float32 rounding for float32 weights)."""
-    _add(unet, updates, scale, -1.0)
+    _add(unet, updates, -scale)  # the same float32 update with its sign flipped (exact)
 
 
 # ------------------------------------------------------------------------------------------------- making

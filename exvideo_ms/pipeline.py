@@ -90,7 +90,7 @@ class SVDPipeline:
             model = build_model(cfg)
         else:
             model = build_model(cfg, allocate=False)  # no random init: the checkpoint fills every parameter
-        shapes = lora.unet_shapes(model.unet)
+        shapes = lora.unet_shapes(model.unet) if loras else {}
         resolved = [(f, lora.resolve(f, cfg, shapes), scale) for f, scale in loras]
         if checkpoint is not None:
             load_checkpoint(model, checkpoint)
