@@ -2,8 +2,10 @@
 kill/resume, overflow handling, EMA."""
 import dataclasses
 import json
+import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -594,8 +596,9 @@ def test_ascend_scripts_launch_the_tested_zero2_path():
     assert "--log_dir=logs/train_multinode/node_1" in multi.stdout and multi.stdout.rstrip().endswith("3")
 
 
-def test_lora_mode_trains_its_branches_and_its_file_reproduces_the_trained_network(micro_run, tmp_path, capsys):
-    """--train.mode lora on the micro ExVideo model (PyNative, 2 steps): only the branches train; the checkpoint's
+def test_lora_mode_trains_its_branches_and_its_file_reproduces_the_trained_network(micro_run, tmp_path, capsys, caplog):
+    """--train.mode lora on the micro ExVideo model (PyNative, 2 steps): only the branches train; a run resumed
+    from the step-1 checkpoint makes the same step 2 (branches, moments, EMA); the checkpoint's
     lora.safetensors (PEFT naming, rank and alpha in diffusers' metadata), merged into the untouched base
     weights as --SVD.lora does, gives the network that training left (its branches unmerged)."""
     from tests.helpers import ms_unet
@@ -604,11 +607,24 @@ def test_lora_mode_trains_its_branches_and_its_file_reproduces_the_trained_netwo
     from exvideo_ms.checkpoint import load_checkpoint
     from exvideo_ms.pipeline import SVDPipeline
     opts = {"rank": 2, "alpha": 3.0, "targets": ["temporal_attention", "feed_forward"]}
-    cfg_path = write_config(micro_run, "lora", mode="lora", max_steps=2, save_every=2, lora=opts,
-                            ema={"enable": True, "decay": 0.5}, output_dir=str(tmp_path / "run"))
+    cfg_path = write_config(micro_run, "lora", mode="lora", max_steps=2, save_every=1, lora=opts,
+                            ema={"enable": True, "decay": 0.5}, output_dir=str(tmp_path / "run"),
+                            optimizer={"eps": 1.0e-3})  # ε as the kill/resume test: no amplified rounding noise
     code, err = train_in_process(["--config", str(cfg_path), "--environment.mode", "1"], capsys)
     assert code == 0, err[-3000:]
     step = tmp_path / "run" / "checkpoints" / "step-0000002"
+    # resumed from step 1 (its branches, their AdamW moments, EMA and RNG state), step 2 is the same step
+    shutil.copytree(tmp_path / "run", tmp_path / "resumed")
+    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "step-0000002")
+    with caplog.at_level(logging.INFO, logger="exvideo_ms"):
+        code, err = train_in_process(["--config", str(cfg_path), "--environment.mode", "1", "--train.output_dir",
+                                      str(tmp_path / "resumed"), "--train.resume", "auto"], capsys)
+    assert code == 0, err[-3000:]
+    assert any("resumed from" in r.getMessage() and "step-0000001" in r.getMessage() for r in caplog.records)
+    for file in ("trainable.ckpt", "optimizer.ckpt", "ema.ckpt"):
+        a = dict(iter_checkpoint(step / file))
+        b = dict(iter_checkpoint(tmp_path / "resumed" / "checkpoints" / "step-0000002" / file))
+        assert a.keys() == b.keys() and max(float(np.abs(a[k] - b[k]).max()) for k in a) <= 1e-6, file
     trained = dict(iter_checkpoint(step / "trainable.ckpt"))
     assert trained and all(n.endswith((".lora_A.weight", ".lora_B.weight")) for n in trained)
     assert any(".time_stack." in n for n in trained) and any(".ff.net." in n for n in trained)
