@@ -32,6 +32,7 @@ from exvideo_ms.diffusion.edm import initial_noise_scale, karras_sigmas, karras_
 from exvideo_ms.diffusion.guidance import frame_scales, uses_guidance
 from exvideo_ms.diffusion.post_process import post_process_latents
 from exvideo_ms.diffusion.sampler import sample_euler
+from exvideo_ms.diffusion.temporal_windows import reschedule_noise, temporal_spans, windowed_denoiser
 from exvideo_ms.media import load_frames, load_image, resize, to_uint8
 from exvideo_ms.models.conditioner import Conditioner, Conditioning, to_model_range
 from exvideo_ms.models.svd import SVDModel, build_model
@@ -41,6 +42,7 @@ from exvideo_ms.settings import Settings, SettingsError, latent_factor, resolve_
 logger = logging.getLogger(__name__)
 
 OUTPUT_TYPES = ("np", "float", "latent")
+RESCHEDULE_STREAM = 1  # FreeNoise's shuffles draw from their own stream of the seed: the noise itself is unchanged
 PipelineError = SettingsError  # arguments the pipeline cannot run with (the name callers catch)
 
 
@@ -124,9 +126,17 @@ class SVDPipeline:
             x = Tensor(noise * np.float32(initial_noise_scale(sigmas[0])))
         guided = uses_guidance(st.min_guidance_scale, st.max_guidance_scale)
         scales = frame_scales(st.min_guidance_scale, st.max_guidance_scale, st.num_frames).reshape(-1, 1, 1, 1)
-        denoiser = functools.partial(denoise_guided, self.unet, cond=cond.per_frame(st.num_frames),
-                                     num_frames=st.num_frames, scales=Tensor(scales) if guided else None,
+
+        def window_denoiser(start: int, end: int):  # frames [start, end): the whole video's rows and CFG scales
+            return functools.partial(denoise_guided, self.unet, cond=cond.per_frame(end - start),
+                                     num_frames=end - start, scales=Tensor(scales[start:end]) if guided else None,
                                      cfg_mode=st.cfg_mode)
+        spans = (temporal_spans(st.num_frames, st.temporal_window, st.temporal_stride) if st.temporal_window
+                 else [(0, st.num_frames)])
+        if len(spans) > 1:
+            logger.info("denoising %d frames in %d windows of %d (stride %d)", st.num_frames, len(spans),
+                        st.temporal_window, st.temporal_stride)
+        denoiser = windowed_denoiser(window_denoiser, spans, st.num_frames)
         if st.mask_frame_ids:
             keys = self.encode_video(mask_frames, len(st.mask_frame_ids), st.width, st.height, what="mask_frames")
             denoiser = with_keyframes(denoiser, keys.asnumpy(), st.mask_frame_ids, noise)
@@ -158,7 +168,10 @@ class SVDPipeline:
           from the config; an explicit ``decode_chunk_size`` selects plain chunked decoding instead);
         - ``denoising_strength`` < 1 with ``input_video`` (frames resized to the output size): video-to-video
           refinement, starting from the encoded video noised to the schedule's first σ;
-        - ``mask_frames`` at ``mask_frame_ids``: keyframes, re-noised to the current σ before every step.
+        - ``mask_frames`` at ``mask_frame_ids``: keyframes, re-noised to the current σ before every step;
+        - ``temporal_window``/``temporal_stride``/``noise_reschedule``: denoising in overlapping windows of frames
+          (chosen automatically, window = the trained length, when ``num_frames`` exceeds it), with FreeNoise's
+          noise rescheduling (default on with windows); see diffusion/temporal_windows.py.
         """
         if output_type not in OUTPUT_TYPES:
             raise PipelineError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
@@ -179,6 +192,9 @@ class SVDPipeline:
         t0 = time.perf_counter()
         cond = self.condition(image, st, rng)
         noise = rng.standard_normal(shape).astype(np.float32) if latents is None else latents
+        if st.noise_reschedule:  # FreeNoise; given latents are used as they are
+            noise = noise if latents is not None else reschedule_noise(
+                noise, st.temporal_window, st.temporal_stride, np.random.default_rng([st.seed, RESCHEDULE_STREAM]))
         t1 = time.perf_counter()
         x = self.sample(cond, st, noise, input_video, mask_frames, progress)
         t2 = time.perf_counter()

@@ -20,6 +20,9 @@ logger = logging.getLogger(__name__)
 
 CFG_MODES = ("batch", "sequential")
 SEED_LIMIT = 2 ** 32  # seeds are drawn below this (NumPy's SeedSequence takes any non-negative int)
+# temporal windows: default stride = window // 2, every frame in two windows (our choice: DiffSynth's
+# tiled_forward uses stride 5 with 25-frame windows, 5 evaluations per frame; FreeNoise stride 4 with 16)
+DEFAULT_WINDOW_OVERLAP = 2
 
 
 class SettingsError(validate.OptionError):
@@ -52,6 +55,9 @@ class Settings:
     denoising_strength: float = 1.0
     input_video_frames: int = 0
     mask_frame_ids: Tuple[int, ...] = ()
+    temporal_window: Optional[int] = None  # denoise in overlapping windows of this many frames (None: all at once)
+    temporal_stride: Optional[int] = None
+    noise_reschedule: bool = False  # FreeNoise's window-local shuffles of the initial noise (with windows only)
     timings: dict = field(default_factory=dict)
 
 
@@ -104,13 +110,32 @@ def resolve_settings(cfg: SVDConfig, image_hw: Sequence[int], *, height: Optiona
                      decode_stride: Optional[int] = None, decode_reflect: Optional[bool] = None,
                      contrast_enhance_scale: Optional[float] = None, post_normalize: Optional[bool] = None,
                      denoising_strength: float = 1.0, input_video_given: bool = False, mask_frames_given: bool = False,
-                     mask_frame_ids: Optional[Sequence[int]] = None) -> Settings:
-    """Every option of a generation, unset ones from ``cfg.sampling``, each checked (``SettingsError`` names it)."""
+                     mask_frame_ids: Optional[Sequence[int]] = None, temporal_window: Optional[int] = None,
+                     temporal_stride: Optional[int] = None, noise_reschedule: Optional[bool] = None) -> Settings:
+    """Every option of a generation, unset ones from ``cfg.sampling``, each checked (``SettingsError`` names it).
+    A video longer than the model's trained length is denoised in overlapping temporal windows of that length
+    (diffusion/temporal_windows.py) unless ``temporal_window`` says otherwise."""
     s = cfg.sampling
     num_frames = _integer("num_frames", s.num_frames if num_frames is None else num_frames, 1)
-    if cfg.exvideo is not None and num_frames > cfg.exvideo.num_positions:
-        raise SettingsError(f"num_frames {num_frames} exceeds this model's maximum of {cfg.exvideo.num_positions} "
-                            f"frames (its learned position table)")
+    trained = trained_frames(cfg)
+    if temporal_window is None and num_frames > trained:
+        temporal_window = trained
+        logger.info("num_frames %d exceeds the %d frames %s: denoising in overlapping windows of %d frames "
+                    "(set temporal_window / temporal_stride to choose)", num_frames, trained,
+                    "of its position table" if cfg.exvideo is not None else "it was trained for", trained)
+    window = stride = None
+    if temporal_window is not None:
+        window = _integer("temporal_window", temporal_window, 1, cfg.exvideo.num_positions if cfg.exvideo else None)
+        stride = _integer("temporal_stride", temporal_stride if temporal_stride is not None
+                          else max(1, window // DEFAULT_WINDOW_OVERLAP), 1, window)
+        if window >= num_frames:
+            window = stride = None  # one window: the plain sampler
+    elif temporal_stride is not None or noise_reschedule:
+        raise SettingsError("temporal_stride and noise_reschedule need temporal windows: set temporal_window "
+                            f"(or ask for more than the model's {trained} frames)")
+    reschedule = window is not None if noise_reschedule is None else noise_reschedule
+    if not isinstance(reschedule, bool):
+        raise SettingsError(f"noise_reschedule must be true or false, got {noise_reschedule!r}")
     steps = _integer("num_inference_steps", s.num_inference_steps if num_inference_steps is None else num_inference_steps, 1)
     min_cfg = _number("min_guidance_scale", s.min_cfg if min_guidance_scale is None else min_guidance_scale, 0.0)
     max_cfg = _number("max_guidance_scale", s.max_cfg if max_guidance_scale is None else max_guidance_scale, 0.0)
@@ -156,7 +181,7 @@ def resolve_settings(cfg: SVDConfig, image_hw: Sequence[int], *, height: Optiona
     if cfg.exvideo is not None and cfg.exvideo.positional_conv:
         from exvideo_ms.models.exvideo import check_geometry
         try:
-            check_geometry(cfg.unet, num_frames, height // latent_factor(cfg), width // latent_factor(cfg))
+            check_geometry(cfg.unet, window or num_frames, height // latent_factor(cfg), width // latent_factor(cfg))
         except ValueError as e:
             raise SettingsError(str(e)) from None
     if seed is None:
@@ -164,4 +189,10 @@ def resolve_settings(cfg: SVDConfig, image_hw: Sequence[int], *, height: Optiona
     seed = _integer("seed", seed, 0, SEED_LIMIT - 1)
     return Settings(height, width, num_frames, steps, min_cfg, max_cfg, fps, motion, noise_aug, chunk, seed,
                     cfg_mode, dtype, bool(latents_given), decode_window, decode_stride, reflect, contrast,
-                    post_normalize, strength, 0, ids)
+                    post_normalize, strength, 0, ids, window, stride, reschedule and window is not None)
+
+
+def trained_frames(cfg: SVDConfig) -> int:
+    """The frames one UNet call was trained for: ExVideo's position table, else the config's default
+    num_frames (SVD 14, SVD-XT 25)."""
+    return cfg.exvideo.num_positions if cfg.exvideo is not None else cfg.sampling.num_frames
