@@ -40,7 +40,7 @@ class SVDOptions:
     """weights: one file, or a list whose later files replace earlier ones' tensors (base + ExVideo); default: the
     .ckpt beside the config"""
     num_frames: Optional[int] = None
-    """frames to generate (>= 1; ExVideo models: at most their position table's rows)"""
+    """frames to generate (>= 1); past the model's trained length (ExVideo: its table's rows) in temporal windows"""
     fps: Optional[int] = None
     """frames per second: conditions the model (as fps - 1) and sets the mp4's rate (>= 1)"""
     motion_bucket_id: Optional[int] = None
@@ -79,10 +79,17 @@ class SVDOptions:
     """keyframes: image files, one per --SVD.mask_frame_ids entry"""
     mask_frame_ids: Optional[List[int]] = None
     """keyframes: the frame index of each mask frame"""
-    lora: Optional[List[str]] = None
-    """LoRA .safetensors files (PEFT/diffusers or kohya naming), merged into the UNet in this order"""
-    lora_scale: Optional[List[float]] = None
-    """one scale for every --SVD.lora file or one per file (default 1.0)"""
+    temporal_window: Optional[int] = None
+    """long videos: frames per denoising window (1..the trained length; default: the trained length, used only
+    when num_frames exceeds it)"""
+    temporal_stride: Optional[int] = None
+    """long videos: frames between window starts (1..temporal_window; default: half the window)"""
+    noise_reschedule: Optional[bool] = None
+    """long videos: FreeNoise's window-local shuffles of the initial noise (default: on with windows)"""
+    lora: Optional[Union[List[str], str]] = None
+    """a LoRA .safetensors file (PEFT/diffusers or kohya naming), or a list of them merged into the UNet in order"""
+    lora_scale: Optional[Union[List[float], float]] = None
+    """one scale for every --SVD.lora file or a list of one per file (default 1.0)"""
 
 
 def build_parser():
@@ -144,8 +151,9 @@ def resolve_loras(opts: SVDOptions) -> list:
     """[(LoRAFile, scale)] of --SVD.lora / --SVD.lora_scale, every file read now (before the weights load)."""
     from exvideo_ms import lora
     from exvideo_ms.cli import CommandError
-    files = opts.lora or []
-    scales = opts.lora_scale if opts.lora_scale is not None else [1.0]
+    files = [opts.lora] if isinstance(opts.lora, str) else (opts.lora or [])
+    scales = ([opts.lora_scale] if isinstance(opts.lora_scale, (int, float)) else opts.lora_scale
+              if opts.lora_scale is not None else [1.0])
     if not files and opts.lora_scale is not None:
         raise CommandError("--SVD.lora_scale without --SVD.lora")
     if files and len(scales) not in (1, len(files)):
@@ -172,7 +180,9 @@ def sampling_options(args) -> dict:
                 decode_chunk_size=o.decode_chunk_size, seed=args.seed, cfg_mode=o.cfg_mode,
                 contrast_enhance_scale=o.contrast_enhance_scale, post_normalize=o.post_normalize,
                 decode_window=o.decode_window, decode_stride=o.decode_stride, decode_reflect=o.decode_reflect,
-                denoising_strength=o.denoising_strength, mask_frame_ids=o.mask_frame_ids)
+                denoising_strength=o.denoising_strength, mask_frame_ids=o.mask_frame_ids,
+                temporal_window=o.temporal_window, temporal_stride=o.temporal_stride,
+                noise_reschedule=o.noise_reschedule)
 
 
 def generate(args) -> dict:
