@@ -2,23 +2,28 @@
 
     python scripts/bundle_demo.py exvideo-config --base-config out/vae/demo-base.yaml --output out/demo-exvideo.yaml
     python scripts/bundle_demo.py bundle --run outputs/demo_run --assets assets/demo
+    python scripts/bundle_demo.py lora --run outputs/demo_run --assets assets/demo
 
 ``bundle`` writes the demo into ``assets/`` (fp16 weights: base.ckpt = VAE + image encoder + 8-frame UNet,
 exvideo.ckpt = the EMA-averaged ExVideo blocks of the 32-frame model; both YAML configs; held-out first
 frames; loss curves) and measures it for MODEL_CARD.md: held-out denoising loss against the same networks at
 random initialisation, and the first-frame PSNR, motion and drift of generated videos against the ranges of
-the held-out clips.
+the held-out clips. ``lora`` adds the orbit LoRA (issue 20) to a bundle: the file, an orbit held-out first frame,
+and its held-out loss with and without it.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import logging
 import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
+
+logger = logging.getLogger("bundle_demo")
 
 EXTEND = 4  # ExVideo post-tuning extends the base frame count 4x
 DEMO_SEED = 0  # generation seed of the measured videos
@@ -128,6 +133,83 @@ def bundle(run: Path, assets: Path) -> None:
     print(f"bundled {assets}: {total / 1e6:.1f} MB")
     if total > 20e6:
         raise SystemExit(f"the bundle is {total / 1e6:.1f} MB, over the 20 MB limit")
+
+
+LORA = "orbit-lora.safetensors"  # the demo LoRA (issue 20): the bundled base UNet on orbiting objects
+LORA_MAX_BYTES = 2_000_000  # issue 20: the bundled LoRA is at most 2 MB
+ORBIT_IMAGE = "orbit/clip_00000.png"  # an orbit held-out first frame: README's LoRA example
+LORA_SECTION = "## The orbit LoRA"
+
+
+def measure_lora(run: Path, assets: Path) -> dict:
+    """Held-out denoising loss of the bundled base model without and with the LoRA merged, on orbit clips (the
+    kind it learnt) and on the base data's clips (what it costs there): the same clips, σ and noise."""
+    from exvideo_ms import backend, evaluation, lora
+    from exvideo_ms.config import load_config
+    backend.setup_device("CPU", mode=0)
+    cfg = load_config(assets / "demo-base.yaml")
+    model = _load_model(cfg, [assets / "base.ckpt"])
+    frames, size = cfg.sampling.num_frames, cfg.sampling.height
+    held = {kind: evaluation.heldout_conditioning(model, cfg, root, frames, HELDOUT_CLIPS, size)
+            for kind, root in (("orbit", run / "orbit" / "heldout"), ("mixed", run / "data" / "heldout"))}
+
+    def losses():
+        return {kind: evaluation.denoising_loss(model.unet, cfg.conditioning.addition_time_embed_dim, lat, emb,
+                                                cfg.sampling.fps, cfg.sampling.motion_bucket_id, cfg.vae.encode_scale)
+                for kind, (lat, emb) in held.items()}
+    without = losses()
+    lora.merge(model.unet, lora.resolve(lora.read(assets / LORA), cfg, lora.unet_shapes(model.unet)))
+    with_lora = losses()
+    return {kind: {"base": round(without[kind], 5), "base_with_lora": round(with_lora[kind], 5),
+                   "ratio": round(with_lora[kind] / without[kind], 4)} for kind in held}
+
+
+def bundle_lora(run: Path, assets: Path) -> None:
+    """Add the newest LoRA of ``run``/lora to the bundle: the file, its loss curve, an orbit held-out first
+    frame, its held-out figures in measurements.json and a section of MODEL_CARD.md."""
+    from PIL import Image
+
+    from exvideo_ms.media import read_video
+    from exvideo_ms.train.checkpoint import step_dirs
+    step = step_dirs(run / "lora" / "checkpoints")[-1]
+    file = step / "lora.safetensors"
+    if file.stat().st_size > LORA_MAX_BYTES:
+        raise SystemExit(f"{file} is {file.stat().st_size:,} bytes, over the {LORA_MAX_BYTES:,} of the demo LoRA")
+    shutil.copy(file, assets / LORA)
+    shutil.copy(run / "lora" / "loss.png", assets / "lora_loss.png")
+    orbit = json.loads((run / "orbit" / "heldout" / "metadata.json").read_text())[0]["path"]
+    (assets / ORBIT_IMAGE).parent.mkdir(exist_ok=True)
+    Image.fromarray(read_video(run / "orbit" / "heldout" / orbit, count=1)[0]).save(assets / ORBIT_IMAGE)
+    figures = json.loads((assets / "measurements.json").read_text())
+    figures["lora"] = measure_lora(run, assets)
+    (assets / "measurements.json").write_text(json.dumps(figures, indent=1))
+    state = json.loads((step / "state.json").read_text())
+    o = state["options"]
+    times = json.loads((run / "stage_seconds.json").read_text())
+    lo, lm = figures["lora"]["orbit"], figures["lora"]["mixed"]
+    section = f"""{LORA_SECTION} (issue 20)
+
+`{LORA}` ({(assets / LORA).stat().st_size / 1e3:.0f} kB, PEFT naming with diffusers' metadata): `train.py
+--train.mode lora` on the bundled base model (`base.ckpt`, the weights `--SVD.lora` merges into), rank
+{o['lora']['rank']} (α {o['lora']['alpha'] if o['lora']['alpha'] is not None else o['lora']['rank']}) on
+{', '.join(o['lora']['targets'])}, {state['step']} steps of batch {o['batch_size']} × {o['dataset']['num_frames']} frames,
+AdamW {o['optimizer']['lr']}, EDM recipe; {times.get('lora', 0)} s on 2 CPU cores. Data: {len(json.loads((run / 'orbit' / 'train' / 'metadata.json').read_text()))}
+clips of a motion kind the base data lacks, objects circling the frame centre together
+(`make_synthetic_dataset.py --motion orbit --seed 1`).
+Held-out denoising x0-MSE of the base model, as above ({HELDOUT_CLIPS} clips each, the same σ and noise with and without):
+
+| held-out clips | base | base + LoRA | ratio |
+|---|---|---|---|
+| orbit (the LoRA's kind) | {lo['base']} | {lo['base_with_lora']} | {lo['ratio']} |
+| the base data's kinds | {lm['base']} | {lm['base_with_lora']} | {lm['ratio']} |
+
+![orbit LoRA loss](lora_loss.png)
+"""
+    card = (assets / "MODEL_CARD.md").read_text()
+    if LORA_SECTION in card:  # a rerun replaces its own section
+        card = card[:card.index(LORA_SECTION)].rstrip() + "\n"
+    (assets / "MODEL_CARD.md").write_text(card + "\n" + section)
+    logger.info("bundled %s: orbit held-out loss ratio %s, base data %s", LORA, lo["ratio"], lm["ratio"])
 
 
 def _final(log: Path, n: int = 100) -> float:
@@ -244,9 +326,15 @@ def main(argv=None) -> int:
     b = sub.add_parser("bundle")
     b.add_argument("--run", required=True)
     b.add_argument("--assets", default="assets/demo")
+    lo = sub.add_parser("lora", help="add the run's orbit LoRA to the bundle in --assets, measured")
+    lo.add_argument("--run", required=True)
+    lo.add_argument("--assets", default="assets/demo")
     a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if a.cmd == "exvideo-config":
         exvideo_config(a.base_config, a.output)
+    elif a.cmd == "lora":
+        bundle_lora(Path(a.run), Path(a.assets))
     else:
         bundle(Path(a.run), Path(a.assets))
     return 0

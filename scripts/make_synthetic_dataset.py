@@ -23,6 +23,9 @@ import cv2
 import numpy as np
 
 SHAPES = ("circle", "square", "triangle", "star")
+MOTIONS = ("mixed", "orbit")  # --motion: mixed = drift, bounce, turn, pulse, pans; orbit = a new kind (the demo LoRA)
+ORBIT_RADIUS = (0.12, 0.25)  # orbit: distance of each object from the frame centre, fraction of the side
+ORBIT_SPEED = (0.12, 0.25)  # orbit: radians per frame, one speed and sense per clip (all objects turn together)
 
 
 def background(rng: np.random.Generator, size: int, pad: int) -> np.ndarray:
@@ -71,8 +74,10 @@ def draw(canvas: np.ndarray, o: dict, r: float, value, antialiased: bool) -> Non
         cv2.fillPoly(canvas, [pts], value, lineType=line, shift=4)
 
 
-def render_clip(rng: np.random.Generator, frames: int, size: int):
-    """(T, size, size, 3) uint8 RGB frames, (T, size, size) uint8 object labels, (K, 3) uint8 object colours."""
+def render_clip(rng: np.random.Generator, frames: int, size: int, motion: str = "mixed"):
+    """(T, size, size, 3) uint8 RGB frames, (T, size, size) uint8 object labels, (K, 3) uint8 object colours.
+    ``motion`` "orbit": no pan, every object circles the frame centre at one angular speed per clip (turning and
+    pulsing as in "mixed"), instead of drifting and bouncing."""
     pad = size // 2
     bg = background(rng, size, pad)
     pan = rng.uniform(-1.2, 1.2, 2) if rng.random() < 0.4 else np.zeros(2)
@@ -83,6 +88,11 @@ def render_clip(rng: np.random.Generator, frames: int, size: int):
                             spin=rng.uniform(-0.25, 0.25), rot=rng.uniform(0, 2 * math.pi),
                             pulse=rng.uniform(0, 0.3), phase=rng.uniform(0, 2 * math.pi),
                             color=tuple(int(c) for c in rng.integers(20, 255, 3))))
+    if motion == "orbit":  # drawn after the mixed kind's numbers, which stay as they were
+        pan[:] = 0.0
+        speed = rng.uniform(*ORBIT_SPEED) * rng.choice([-1.0, 1.0])
+        for o in objects:
+            o["orbit"] = (rng.uniform(*ORBIT_RADIUS) * size, rng.uniform(0, 2 * math.pi), speed)
     out = np.empty((frames, size, size, 3), np.uint8)
     labels = np.zeros((frames, size, size), np.uint8)
     for t in range(frames):
@@ -90,7 +100,10 @@ def render_clip(rng: np.random.Generator, frames: int, size: int):
         frame = np.ascontiguousarray(bg[off[1]:off[1] + size, off[0]:off[0] + size])
         for k, o in enumerate(objects, 1):
             r = o["r"] * (1 + o["pulse"] * math.sin(0.4 * t + o["phase"]))
-            for axis in (0, 1):  # bounce off the frame border
+            if "orbit" in o:
+                radius, angle, speed = o["orbit"]
+                o["pos"] = size / 2 + radius * np.array([math.cos(angle + speed * t), math.sin(angle + speed * t)])
+            for axis in (0, 1):  # bounce off the frame border (an orbit is only kept inside)
                 if not r <= o["pos"][axis] <= size - r:
                     o["vel"][axis] = -o["vel"][axis]
                     o["pos"][axis] = float(np.clip(o["pos"][axis], r, size - r))
@@ -103,7 +116,7 @@ def render_clip(rng: np.random.Generator, frames: int, size: int):
 
 
 def write_split(root: Path, rng: np.random.Generator, clips: int, frames: int, size: int, fps: float,
-                with_csv: bool, with_folders: bool) -> list:
+                with_csv: bool, with_folders: bool, motion: str = "mixed") -> list:
     from exvideo_ms.data.motion import motion_bucket
     from exvideo_ms.models.conditioner import to_model_range
     from exvideo_ms.media import write_mp4
@@ -111,7 +124,7 @@ def write_split(root: Path, rng: np.random.Generator, clips: int, frames: int, s
     (root / "masks").mkdir(parents=True, exist_ok=True)
     entries, rows = [], []
     for i in range(clips):
-        video, labels, colors = render_clip(rng, frames, size)
+        video, labels, colors = render_clip(rng, frames, size, motion)
         rel = f"videos/clip_{i:05d}.mp4"
         write_mp4(video, root / rel, fps)
         np.savez_compressed(root / "masks" / f"clip_{i:05d}.npz", labels=labels, colors=colors)
@@ -142,12 +155,15 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--csv", action="store_true")
     p.add_argument("--frame-folders", action="store_true")
+    p.add_argument("--motion", choices=MOTIONS, default="mixed",
+                   help="mixed: objects drift, bounce, turn and pulse, some clips pan; orbit: objects circle the "
+                        "frame centre together, no pan (a motion kind the mixed data lacks, for the demo LoRA)")
     a = p.parse_args(argv)
     out = Path(a.output)
     for split, n, stream in (("train", a.clips, 0), ("heldout", a.heldout, 1)):
         if n > 0:
             write_split(out / split, np.random.default_rng([a.seed, stream]), n, a.frames, a.size, a.fps, a.csv,
-                        a.frame_folders)
+                        a.frame_folders, a.motion)
     print(f"wrote {a.clips} training and {a.heldout} held-out clips of {a.frames} frames at {a.size}x{a.size} to {out}")
     return 0
 

@@ -11,8 +11,11 @@
 #   5. ExVideo post-tuning to 32 frames (train.py, exvideo mode), then the post-hoc EMA (svd_tools/ema.py)
 #   6. the bundle with its model card (scripts/bundle_demo.py) in $OUT/assets; the bundled demo in assets/demo
 #      is replaced only when asked: ASSETS=assets/demo bash scripts/train_demo.sh
+#   7. a LoRA on the bundled base model (train.py --train.mode lora) for a motion kind its data lacks: objects
+#      orbiting the frame centre (make_synthetic_dataset.py --motion orbit); bundled as orbit-lora.safetensors,
+#      its held-out figures added to the model card (scripts/bundle_demo.py lora)
 # Variables: OUT (outputs/demo_run), CLIPS (300), VAE_STEPS (1300), BASE_STEPS (500), EXVIDEO_STEPS (150),
-#            ASSETS ($OUT/assets)
+#            ORBIT_CLIPS (150), LORA_STEPS (300), ASSETS ($OUT/assets)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
@@ -20,6 +23,8 @@ OUT=${OUT:-outputs/demo_run}
 CLIPS=${CLIPS:-300}
 VAE_STEPS=${VAE_STEPS:-1300}
 BASE_STEPS=${BASE_STEPS:-500}
+ORBIT_CLIPS=${ORBIT_CLIPS:-150}
+LORA_STEPS=${LORA_STEPS:-300}
 EXVIDEO_STEPS=${EXVIDEO_STEPS:-150}
 ASSETS=${ASSETS:-$OUT/assets}
 mkdir -p "$OUT/done"
@@ -54,4 +59,14 @@ stage exvideo "$PY" train.py --config configs/demo/train_exvideo.yaml --model.co
   --train.save_every "$(( EXVIDEO_STEPS / 5 ))" --train.resume auto
 stage ema "$PY" svd_tools/ema.py --run "$OUT/exvideo" --gamma 0.9 --no-patch
 stage bundle "$PY" scripts/bundle_demo.py bundle --run "$OUT" --assets "$ASSETS"
+# the orbit LoRA, on the bundled (float16) base model: what --SVD.lora will be merged into
+stage orbit_data "$PY" scripts/make_synthetic_dataset.py --output "$OUT/orbit" --clips "$ORBIT_CLIPS" --heldout 16 \
+  --frames 32 --size 64 --fps 8 --seed 1 --motion orbit
+stage orbit_precompute "$PY" svd_tools/precompute.py --model.config "$ASSETS/demo-base.yaml" \
+  --model.checkpoint "$ASSETS/base.ckpt" --dataset.path "$OUT/orbit/train" --dataset.num_frames 32 \
+  --dataset.height 64 --dataset.width 64 --dataset.fps 8 --output "$OUT/orbit_latents"
+stage lora "$PY" train.py --config configs/demo/train_lora.yaml --model.config "$ASSETS/demo-base.yaml" \
+  --model.checkpoint "$ASSETS/base.ckpt" --train.output_dir "$OUT/lora" --train.dataset.path "$OUT/orbit_latents" \
+  --train.max_steps "$LORA_STEPS" --train.resume auto
+stage bundle_lora "$PY" scripts/bundle_demo.py lora --run "$OUT" --assets "$ASSETS"
 echo "done: $ASSETS (stage times in $TIMES)"

@@ -37,6 +37,37 @@ def test_label_maps_mark_exactly_the_drawn_objects():
     assert total > 0 and exact >= 0.99 * total
 
 
+def test_orbit_motion_circles_the_frame_centre_at_one_speed():
+    """--motion orbit: every uncovered object's label centroid keeps its distance from the frame centre (within
+    2 pixels: rasterisation and pulsing) and all turn by the clip's one angle per frame; the mixed kind's clips are the
+    same numbers as before the option (its draws come first)."""
+    script = _dataset_script()
+    mixed = script.render_clip(np.random.default_rng([7, 0]), 10, 64)
+    again = script.render_clip(np.random.default_rng([7, 0]), 10, 64, "mixed")
+    assert all(np.array_equal(a, b) for a, b in zip(mixed, again))
+    import cv2
+    checked = 0
+    for seed in range(12):
+        video, labels, colours = script.render_clip(np.random.default_rng([7, seed]), 10, 64, "orbit")
+        steps = []
+        for k in range(1, len(colours) + 1):
+            def whole(lab):  # no other object within 2 pixels: nothing covers this one
+                near = cv2.dilate((lab == k).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+                return (lab == k).any() and not np.any((lab[near] != k) & (lab[near] != 0))
+            if not all(whole(lab) for lab in labels):
+                continue  # covered in some frame (orbiting together, objects keep their relative places)
+            pts = np.array([np.argwhere(lab == k).mean(0)[::-1] - 31.5 for lab in labels])
+            r = np.hypot(*pts.T)
+            assert r.max() - r.min() < 2.0, (seed, k, r)
+            angle = np.unwrap(np.arctan2(pts[:, 1], pts[:, 0]))
+            steps.append((angle[-1] - angle[0]) / (len(angle) - 1))  # mean turn per frame
+        if steps:
+            assert script.ORBIT_SPEED[0] - 0.02 <= abs(steps[0]) <= script.ORBIT_SPEED[1] + 0.02, (seed, steps)
+            assert np.ptp(steps) < 0.02, (seed, steps)
+            checked += len(steps)
+    assert checked >= 3, checked
+
+
 def _moving_disc(frames=6, colour=(220, 40, 40), vanish_at=None, recolour_at=None):
     import cv2
     yy, xx = np.mgrid[0:48, 0:48]
