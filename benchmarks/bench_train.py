@@ -8,7 +8,10 @@ the same blocks of diffusers' UNet (without ExVideo's table and conv, which diff
 with autograd, gradient checkpointing and torch.optim.AdamW. Each framework runs in its own process; we
 report the first step (MindSpore: graph compilation included), the steady step (mean of the rest), peak RSS.
 
-    python -m benchmarks.bench_train [--steps 3] [--frames 8] [--size 16] [--frozen fp32|fp16]
+    python -m benchmarks.bench_train [--steps 3] [--frames 8] [--size 16] [--frozen fp32|fp16] [--modes exvideo,lora,full]
+
+``--modes`` compares train.py's modes, each in its own pair of processes: ``lora`` (rank 16 on the q/k/v/out
+projections of every attention, SVD_Xtend's recipe; PyTorch through PEFT) and ``full`` (the whole UNet).
 
 ``--zero`` instead writes the per-rank memory of the ZeRO stages (train/zero.py) on a 96-channel model
 (SVD-XT has 320, mid-size 160): one process, and two msrun CPU workers at each stage 0/1/2 (2 steps, 2 frames,
@@ -30,6 +33,9 @@ from benchmarks.common import (THREADS, Timer, append_section, emit, limit_threa
                                record, run_worker)
 
 MID_WIDTH, HEAD_CHANNELS = 160, 32
+MODES = ("exvideo", "lora", "full")  # train.py's modes compared (--modes)
+LORA_RANK = 16  # SVD_Xtend's LoRA recipe: rank 16 on to_q/to_k/to_v/to_out.0 of every attention, spatial and temporal
+LORA_TARGETS = ("spatial_attention", "temporal_attention")
 ZERO_WIDTH = 96  # --zero: two workers at MID_WIDTH were OOM-killed (12 GiB each, measured) on a 24 GiB machine;
 #                 96 is divisible by GroupNorm's 32 groups and 32-channel heads at every level
 
@@ -43,22 +49,26 @@ def batch(frames: int, size: int, seed: int = 0):
                 noise=g.standard_normal((1, frames, 4, size, size)).astype(np.float32))
 
 
-def worker_mindspore(frames, size, steps, frozen="fp32"):
+def worker_mindspore(frames, size, steps, frozen="fp32", mode="exvideo"):
     import mindspore as ms
     from mindspore import Tensor
 
-    from exvideo_ms.backend import choices, setup_device
+    from exvideo_ms import lora
+    from exvideo_ms.backend import setup_device
     from exvideo_ms.config import load_config
-    from exvideo_ms.models.unet import VideoUNet
+    from exvideo_ms.models.svd import build_model
     from exvideo_ms.train.loss import DenoisingLoss
     from exvideo_ms.train.optim import AdamW
     from exvideo_ms.train.step import LossScaleOptions, TrainStep
     from exvideo_ms.train.trainable import configure, set_recompute, trainable_names
     setup_device("CPU", mode=0)
     cfg = load_config("configs/exvideo_svd_128f.yaml")
-    unet = VideoUNet(dataclasses.replace(cfg.unet, model_channels=MID_WIDTH, num_head_channels=HEAD_CHANNELS),
-                     cfg.exvideo, choices=choices())
-    names = trainable_names(unet, "exvideo", True)
+    cfg = dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, model_channels=MID_WIDTH,
+                                                            num_head_channels=HEAD_CHANNELS))
+    unet = build_model(cfg, ["unet"]).unet  # parameters named unet.*, as lora.add_lora maps them
+    if mode == "lora":
+        lora.add_lora(unet, cfg, LORA_RANK, LORA_RANK, lora.kinds_pattern(LORA_TARGETS))
+    names = trainable_names(unet, mode, True)
     trainable = configure(unet, names, ms.float16 if frozen == "fp16" else ms.float32)
     set_recompute(unet)
     step = TrainStep(DenoisingLoss(unet, "exvideo", 1.01, 256), AdamW(trainable), LossScaleOptions())
@@ -72,7 +82,7 @@ def worker_mindspore(frames, size, steps, frozen="fp32"):
             float(out[0].asnumpy())
         times.append(t.seconds)
         gc.collect()
-    return dict(framework=f"MindSpore (graph, {frozen} frozen, recompute)", first=times[0],
+    return dict(framework=f"MindSpore (graph, {frozen} frozen, recompute)", mode=mode, first=times[0],
                 steady=float(np.mean(times[1:])), peak_rss=peak_rss_gib(),
                 trainable=int(sum(p.size for p in trainable)))
 
@@ -199,17 +209,22 @@ def zero_projection(ranks=(1, 8, 16)) -> None:
     append_section("ZeRO stages: projected per-NPU memory, full-size ExVideo", lines)
 
 
-def worker_torch(frames, size, steps):
+def worker_torch(frames, size, steps, mode="exvideo"):
     import torch
     from diffusers import UNetSpatioTemporalConditionModel
     torch.set_num_threads(THREADS)
     unet = UNetSpatioTemporalConditionModel(block_out_channels=(MID_WIDTH, 2 * MID_WIDTH, 4 * MID_WIDTH, 4 * MID_WIDTH),
                                             num_attention_heads=(5, 10, 20, 20))
-    unet.requires_grad_(False)
-    trainable = []
-    for name, module in unet.named_modules():
-        if name.endswith("temporal_transformer_blocks") or name.endswith("time_pos_embed"):
-            module.requires_grad_(True)
+    unet.requires_grad_(mode == "full")
+    if mode == "exvideo":
+        for name, module in unet.named_modules():
+            if name.endswith("temporal_transformer_blocks") or name.endswith("time_pos_embed"):
+                module.requires_grad_(True)
+    elif mode == "lora":  # PEFT on the same layers (PEFT full-matches a string target against module paths)
+        from exvideo_ms import lora
+        from peft import LoraConfig, inject_adapter_in_model
+        unet = inject_adapter_in_model(LoraConfig(r=LORA_RANK, lora_alpha=LORA_RANK, init_lora_weights=True,
+                                                  target_modules=".*(" + lora.kinds_pattern(LORA_TARGETS) + ")"), unet)
     trainable = [p for p in unet.parameters() if p.requires_grad]
     unet.enable_gradient_checkpointing()
     unet.train()
@@ -229,7 +244,8 @@ def worker_torch(frames, size, steps):
             opt.step()
         times.append(t.seconds)
         gc.collect()
-    return dict(framework="PyTorch (diffusers, fp32, checkpointing)", first=times[0], steady=float(np.mean(times[1:])),
+    return dict(framework="PyTorch (diffusers, fp32, checkpointing)" + (" + PEFT" if mode == "lora" else ""), mode=mode,
+                first=times[0], steady=float(np.mean(times[1:])),
                 peak_rss=peak_rss_gib(), trainable=int(sum(p.numel() for p in trainable)))
 
 
@@ -247,6 +263,7 @@ def main():
     p.add_argument("--steps", type=int, help="steps (default 3; --zero: 2)")
     p.add_argument("--frames", type=int, help="frames (default 8; --zero: 2, so that two workers fit in 24 GiB)")
     p.add_argument("--size", type=int, help="latent size, pixels / 8 (default 16)")
+    p.add_argument("--modes", default="exvideo", help=f"comma-separated training modes among {MODES}")
     p.add_argument("--frozen", choices=["fp16", "fp32"], default="fp32",
                    help="dtype of MindSpore's frozen weights (fp32 is train.py's CPU default)")
     a = p.parse_args()
@@ -259,28 +276,36 @@ def main():
         zero_table(a.frames or 2, a.size or 16, a.steps or 2, a.width)
         return
     a.frames, a.size, a.steps = a.frames or 8, a.size or 16, a.steps or 3
+    modes = a.modes.split(",")
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        p.error(f"--modes: {bad or modes} not among {list(MODES)}")
     if a.worker:
         limit_threads()
-        emit(worker_mindspore(a.frames, a.size, a.steps, a.frozen) if a.worker == "ms"
-             else worker_torch(a.frames, a.size, a.steps))
+        emit(worker_mindspore(a.frames, a.size, a.steps, a.frozen, modes[0]) if a.worker == "ms"
+             else worker_torch(a.frames, a.size, a.steps, modes[0]))
         return
     common = ["--steps", str(a.steps), "--frames", str(a.frames), "--size", str(a.size)]
-    res = [run_worker("benchmarks.bench_train", ["ms", *common, "--frozen", a.frozen], timeout=7200),
-           run_worker("benchmarks.bench_train", ["torch", *common], timeout=7200)]
-    lines = [f"`python -m benchmarks.bench_train` — one ExVideo-mode training step, mid-size SVD-XT (half width), "
+    res = {m: [run_worker("benchmarks.bench_train", ["ms", *common, "--frozen", a.frozen, "--modes", m], timeout=7200),
+               run_worker("benchmarks.bench_train", ["torch", *common, "--modes", m], timeout=7200)] for m in modes}
+    lines = [f"`python -m benchmarks.bench_train --modes {a.modes}` — one training step, mid-size SVD-XT (half width), "
              f"{a.frames} frames, {a.size * 8}×{a.size * 8}, batch 1, random weights; steady = mean of steps 2..{a.steps}. "
-             f"Trainable: MindSpore {res[0]['trainable']:,} (with ExVideo's table and conv), PyTorch "
-             f"{res[1]['trainable']:,} (diffusers has no table/conv).", "",
-             "| framework | first step (s) | steady step (s) | peak RSS (GiB) |", "|---|---|---|---|"]
-    for r in res:
-        lines.append(f"| {r['framework']} | {r['first']:.1f} | {r['steady']:.1f} | {r['peak_rss']:.2f} |")
-    lines += ["", f"RSS ratio ms/torch: {res[0]['peak_rss'] / res[1]['peak_rss']:.2f}",
-              f"ratio ms/torch: {res[0]['steady'] / res[1]['steady']:.2f}"]
-    append_section("Training step, mid-size, ExVideo mode", lines)
-    ms_r, th_r = res
-    record("train", {"time_ratio": ms_r["steady"] / th_r["steady"], "rss_ratio": ms_r["peak_rss"] / th_r["peak_rss"],
-                     "frames": a.frames, "size": a.size})
-
+             "exvideo: MindSpore trains the temporal blocks with ExVideo's table and conv, PyTorch the same blocks of "
+             "diffusers' UNet (which has neither); lora: rank-16 branches on to_q/to_k/to_v/to_out.0 of every "
+             "attention (ours; PEFT on diffusers' UNet), on top of the ExVideo extension on our side; full: the whole UNet.",
+             "", "| mode | framework | trainable | first step (s) | steady step (s) | peak RSS (GiB) | ms/torch time | ms/torch RSS |",
+             "|---|---|---|---|---|---|---|---|"]
+    for m, (ms_r, th_r) in res.items():
+        for r in (ms_r, th_r):
+            ratio = (f"{ms_r['steady'] / th_r['steady']:.2f} | {ms_r['peak_rss'] / th_r['peak_rss']:.2f}" if r is ms_r
+                     else " | ")
+            lines.append(f"| {m} | {r['framework']} | {r['trainable']:,} | {r['first']:.1f} | {r['steady']:.1f} | "
+                         f"{r['peak_rss']:.2f} | {ratio} |")
+    append_section("Training step, mid-size, by training mode", lines)
+    for m, (ms_r, th_r) in res.items():
+        record("train" if m == "exvideo" else f"train_{m}",
+               {"time_ratio": ms_r["steady"] / th_r["steady"], "rss_ratio": ms_r["peak_rss"] / th_r["peak_rss"],
+                "frames": a.frames, "size": a.size, "trainable": ms_r["trainable"]})
 
 if __name__ == "__main__":
     main()
