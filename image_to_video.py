@@ -21,6 +21,7 @@ import json
 import logging
 import shutil
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import List, Literal, Optional, Union
@@ -233,15 +234,21 @@ def generate(args) -> dict:
         cache, new_cache = {"path": str(path), "reused": reused}, (None if reused else path)
     outputs = None
     try:
-        result = pipe.generate(image, output_type="np", input_video=video, mask_frames=keys, **options)
-        frames, settings = result.frames, asdict(result.settings)
+        result = pipe.generate(image, output_type="latent", input_video=video, mask_frames=keys, **options)
+        settings = asdict(result.settings)
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         outputs = media.RunOutputs(out_dir, f"{stamp}_{Path(args.image).stem}_s{settings['seed']}")
-        written = {"mp4": str(outputs.add(media.write_mp4(frames, outputs.path(".mp4"), settings["fps"])))}
+        targets = {"mp4": outputs.add(outputs.path(".mp4"))}
         if args.gif:
-            written["gif"] = str(outputs.add(media.write_gif(frames, outputs.path(".gif"), settings["fps"])))
+            targets["gif"] = outputs.add(outputs.path(".gif"))
         if args.png_frames:
-            written["png_frames"] = str(outputs.add(media.write_pngs(frames, outputs.path("_frames"))))
+            targets["png_frames"] = outputs.add(outputs.path("_frames"))
+        # decoded frames stream to the writers as each decoding window completes: memory of one window
+        t0 = time.perf_counter()
+        blocks = (media.to_uint8(b) for b in pipe.decode_stream(ms.Tensor(result.frames), result.settings))
+        written = {k: str(v) for k, v in media.write_video(blocks, targets, settings["fps"]).items()}
+        settings["timings"]["decoding_and_writing_s"] = time.perf_counter() - t0
+        frames_hw = (settings["num_frames"], settings["height"], settings["width"])
         sidecar = {
             "outputs": written, "image": str(args.image), "config": str(opts.config),
             "checkpoint": [str(c) for c in checkpoint] if isinstance(checkpoint, list) else str(checkpoint),
@@ -260,8 +267,8 @@ def generate(args) -> dict:
         if new_cache is not None:
             shutil.rmtree(new_cache, ignore_errors=True)
         raise
-    logger.info("wrote %s (%d frames, %dx%d, seed %d) and %s.json", written["mp4"], frames.shape[0],
-                frames.shape[2], frames.shape[1], settings["seed"], outputs.stem)
+    logger.info("wrote %s (%d frames, %dx%d, seed %d) and %s.json", written["mp4"], frames_hw[0], frames_hw[2],
+                frames_hw[1], settings["seed"], outputs.stem)
     return sidecar
 
 

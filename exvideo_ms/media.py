@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -136,48 +136,122 @@ def _publish(final: Path):
         _remove(tmp)
 
 
+class _Mp4:
+    """mp4 through OpenCV's ``mp4v`` writer, opened at the first block's size."""
+
+    def __init__(self, tmp: Path, final: Path, fps: float):
+        self.tmp, self.final, self.fps, self.writer = tmp, final, fps, None
+
+    def add(self, block: np.ndarray) -> None:
+        import cv2
+        if self.writer is None:
+            h, w = block.shape[1:3]
+            self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(self.fps), (w, h))
+            if not self.writer.isOpened():
+                raise MediaError(f"OpenCV cannot open an mp4 writer for {self.final}")
+        for frame in block:
+            self.writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+
+    def finish(self) -> None:
+        self.release()
+        if not self.tmp.is_file() or self.tmp.stat().st_size == 0:
+            raise MediaError(f"OpenCV wrote no data for {self.final}")
+
+    def release(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+
+
+class _Gif:
+    """Animated GIF (PIL): a GIF is written in one piece, so its frames are held until the end."""
+
+    def __init__(self, tmp: Path, final: Path, fps: float):
+        self.tmp, self.fps, self.images = tmp, fps, []
+
+    def add(self, block: np.ndarray) -> None:
+        from PIL import Image
+        self.images.extend(Image.fromarray(f) for f in block)
+
+    def finish(self) -> None:
+        self.images[0].save(self.tmp, format="GIF", save_all=True, append_images=self.images[1:],
+                            duration=int(round(1000 / self.fps)), loop=0)
+
+    def release(self) -> None:
+        self.images = []
+
+
+class _Pngs:
+    """One PNG per frame, 0000.png, 0001.png, ..., in a new folder."""
+
+    def __init__(self, tmp: Path, final: Path, fps: Optional[float]):
+        self.tmp, self.count = tmp, 0
+        tmp.mkdir(parents=True)
+
+    def add(self, block: np.ndarray) -> None:
+        from PIL import Image
+        for f in block:
+            Image.fromarray(f).save(self.tmp / f"{self.count:04d}.png")
+            self.count += 1
+
+    def finish(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+
+FORMATS = {"mp4": _Mp4, "gif": _Gif, "png_frames": _Pngs}
+TIMED_FORMATS = ("mp4", "gif")  # the formats that carry a frame rate
+
+
+def write_video(blocks: Iterable[np.ndarray], paths: Dict[str, Union[str, Path]], fps: Optional[float]) -> Dict[str, Path]:
+    """Write a video given as (n, H, W, 3) uint8 RGB blocks in frame order (an array is one block; a generator
+    such as ``SVDPipeline.decode_stream`` streams) to every format of ``paths`` ({"mp4": ..., "gif": ...,
+    "png_frames": folder}) in one pass, so only the GIF holds all frames. Each file is complete or absent."""
+    paths = {k: Path(v) for k, v in paths.items()}
+    unknown = sorted(set(paths) - set(FORMATS))
+    if unknown or not paths:
+        raise MediaError(f"video formats must be among {sorted(FORMATS)}, got {sorted(paths)}")
+    timed = [paths[k] for k in TIMED_FORMATS if k in paths]
+    if timed and (fps is None or not np.isfinite(fps) or fps <= 0):
+        raise MediaError(f"fps must be a positive number to write {timed[0]}, got {fps}")
+    with contextlib.ExitStack() as stack:
+        sinks = []
+        for kind, final in paths.items():
+            sink = FORMATS[kind](stack.enter_context(_publish(final)), final, fps)
+            stack.callback(sink.release)  # before its temporary is published or removed
+            sinks.append(sink)
+        count, size = 0, None
+        for block in ([blocks] if isinstance(blocks, np.ndarray) else blocks):
+            if block.dtype != np.uint8 or block.ndim != 4 or block.shape[-1] != 3:
+                raise MediaError(f"video frames must be (n, H, W, 3) uint8 blocks, got {block.dtype} {block.shape}")
+            if size is not None and block.shape[1:3] != size:
+                raise MediaError(f"frame {count} is {block.shape[2]}x{block.shape[1]}, the video's frames are "
+                                 f"{size[1]}x{size[0]}")
+            size = block.shape[1:3]
+            for sink in sinks:
+                sink.add(block)
+            count += len(block)
+        if count == 0:
+            raise MediaError(f"no frames to write to {next(iter(paths.values()))}")
+        for sink in sinks:
+            sink.finish()
+    return paths
+
+
 def write_mp4(frames: np.ndarray, path: Union[str, Path], fps: float) -> Path:
     """(T, H, W, 3) uint8 RGB -> mp4 (OpenCV ``mp4v``), complete or not at all."""
-    import cv2
-    path = Path(path)
-    if not np.isfinite(fps) or fps <= 0:
-        raise MediaError(f"fps must be a positive number to write {path}, got {fps}")
-    t, h, w, _ = frames.shape
-    with _publish(path) as tmp:
-        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h))
-        if not writer.isOpened():
-            raise MediaError(f"OpenCV cannot open an mp4 writer for {path}")
-        try:
-            for frame in frames:
-                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-        finally:
-            writer.release()
-        if not tmp.is_file() or tmp.stat().st_size == 0:
-            raise MediaError(f"OpenCV wrote no data for {path}")
-    return path
+    return write_video(frames, {"mp4": path}, fps)["mp4"]
 
 
 def write_gif(frames: np.ndarray, path: Union[str, Path], fps: float) -> Path:
-    from PIL import Image
-    path = Path(path)
-    if not np.isfinite(fps) or fps <= 0:
-        raise MediaError(f"fps must be a positive number to write {path}, got {fps}")
-    images = [Image.fromarray(f) for f in frames]
-    with _publish(path) as tmp:
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
-                       duration=int(round(1000 / fps)), loop=0)
-    return path
+    return write_video(frames, {"gif": path}, fps)["gif"]
 
 
 def write_pngs(frames: np.ndarray, folder: Union[str, Path]) -> Path:
     """One PNG per frame in ``folder``, which must not exist yet."""
-    from PIL import Image
-    folder = Path(folder)
-    with _publish(folder) as tmp:
-        tmp.mkdir(parents=True)
-        for i, f in enumerate(frames):
-            Image.fromarray(f).save(tmp / f"{i:04d}.png")
-    return folder
+    return write_video(frames, {"png_frames": folder}, None)["png_frames"]
 
 
 def check_output_dir(path: Union[str, Path], what: str = "--output_dir") -> Path:

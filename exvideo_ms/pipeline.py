@@ -18,7 +18,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 from mindspore import Tensor
@@ -26,7 +26,7 @@ from mindspore import Tensor
 from exvideo_ms import backend, lora
 from exvideo_ms.checkpoint import load_checkpoint
 from exvideo_ms.config import SVDConfig, load_config
-from exvideo_ms.decoding import decode_chunked, decode_windowed
+from exvideo_ms.decoding import iter_decode_chunked, iter_decode_windowed
 from exvideo_ms.diffusion.denoiser import denoise_guided, with_keyframes
 from exvideo_ms.diffusion.edm import initial_noise_scale, karras_sigmas, karras_sigmas_strength
 from exvideo_ms.diffusion.guidance import frame_scales, uses_guidance
@@ -145,12 +145,17 @@ class SVDPipeline:
     def decode(self, latents: Tensor, settings: Settings, progress: bool = True) -> np.ndarray:
         """Latents -> (T, H, W, 3) float frames in [0, 1]: the VAE in windows (``decode_window``) or chunks
         (``decode_chunk_size``); see decoding.py."""
+        return np.concatenate(list(self.decode_stream(latents, settings, progress)), 0)
+
+    def decode_stream(self, latents: Tensor, settings: Settings, progress: bool = True) -> Iterator[np.ndarray]:
+        """``decode`` as (n, H, W, 3) float blocks in frame order, each yielded as soon as it is final, so a
+        long video reaches a writer (``media.write_video``) in the memory of one decoding window."""
         st = settings
         scale = self.cfg.vae.scale_factor
         if st.decode_window is not None:
-            return decode_windowed(self.vae, latents, scale, st.decode_window, st.decode_stride, progress,
-                                   st.decode_reflect)
-        return decode_chunked(self.vae, latents, scale, st.decode_chunk_size, progress)
+            return iter_decode_windowed(self.vae, latents, scale, st.decode_window, st.decode_stride, progress,
+                                        st.decode_reflect)
+        return iter_decode_chunked(self.vae, latents, scale, st.decode_chunk_size, progress)
 
     # ------------------------------------------------------------------------------------------------- call
     def __call__(self, image, **options) -> np.ndarray:

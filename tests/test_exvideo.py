@@ -19,8 +19,8 @@ from exvideo_ms.models.conditioner import added_time_vector, repeat_frames
 from exvideo_ms.models.exvideo import PositionalConv3d, positional_ids
 from exvideo_ms.models.svd import build_model
 from exvideo_ms.nn.embeddings import timestep_embedding
-from exvideo_ms.decoding import decode_chunked, decode_windowed
-from exvideo_ms.diffusion.windows import window_spans, window_weights
+from exvideo_ms.decoding import decode_chunked, decode_windowed, iter_decode_chunked, iter_decode_windowed
+from exvideo_ms.diffusion.windows import reflected_order, window_spans, window_weights
 from exvideo_ms.pipeline import PipelineError, SVDPipeline
 from tests.helpers import KEYS, REPO, read_key_list, rel_err, shapes_only_source
 
@@ -266,6 +266,57 @@ def test_windowed_decode_is_exact_without_temporal_mixing(pipe):
             b.mix_factor.set_data(Tensor(v))
         dec.conv_out.time_mix_conv.weight.set_data(Tensor(saved[-2]))
         dec.conv_out.time_mix_conv.bias.set_data(Tensor(saved[-1]))
+
+
+class CountingVAE:
+    """The pipeline's VAE, counting decoder calls."""
+
+    def __init__(self, vae):
+        self.vae, self.calls = vae, 0
+
+    def decode(self, z, frames):
+        self.calls += 1
+        return self.vae.decode(z, frames)
+
+
+def _blended_whole(vae, lat, window, stride, reflect):
+    """Windowed decoding computed the plain way: every window accumulated into a buffer of the whole video."""
+    n = lat.shape[0]
+    z = lat.asnumpy() / 0.18215
+    pad = min(window - stride, n - 1) if reflect else 0
+    z = z[reflected_order(n, pad)] if pad else z
+    t = len(z)
+    acc, weight = 0.0, np.zeros((t, 1, 1, 1))
+    for s, e in window_spans(t, window, stride):
+        w = window_weights(s, e, t, window).reshape(-1, 1, 1, 1)
+        part = np.zeros((t,) + (3, z.shape[2] * 8, z.shape[3] * 8))
+        part[s:e] = vae.decode(Tensor(z[s:e]), e - s).asnumpy() * w
+        acc, weight[s:e] = acc + part, weight[s:e] + w
+    frames = np.clip((acc / weight).astype(np.float32).transpose(0, 2, 3, 1) / 2 + 0.5, 0, 1)
+    return frames[pad:t - pad]
+
+
+@pytest.mark.parametrize("window,stride,reflect", [(4, 2, False), (4, 3, True), (5, 5, False), (3, 1, True)])
+def test_streamed_decode_yields_each_frame_once_as_soon_as_it_is_final(pipe, window, stride, reflect):
+    """The streaming decoder equals the whole-video blend; it yields its first frames after the first window,
+    holds no block longer than a window, and each block is out before the decoder sees a later window; chunks
+    are decoded apart, each as it comes."""
+    lat = Tensor(np.random.default_rng(5).standard_normal((11, 4, 4, 8)).astype(np.float32) * 0.18215)
+    vae = CountingVAE(pipe.vae)
+    blocks, calls = [], []
+    for block in iter_decode_windowed(vae, lat, 0.18215, window, stride, progress=False, reflect=reflect):
+        blocks.append(block)
+        calls.append(vae.calls)
+    pad = min(window - stride, 10) if reflect else 0
+    spans = window_spans(11 + 2 * pad, window, stride)
+    assert vae.calls == len(spans) and calls == sorted(calls)
+    assert calls[0] == -(-(pad + 1) // stride)  # the first window that finishes a frame of the video itself
+    assert max(len(b) for b in blocks) <= window and sum(len(b) for b in blocks) == 11
+    assert np.abs(np.concatenate(blocks) - _blended_whole(pipe.vae, lat, window, stride, reflect)).max() <= 1e-6
+    chunks = list(iter_decode_chunked(pipe.vae, lat, 0.18215, 4, progress=False))
+    assert [len(c) for c in chunks] == [4, 4, 3]
+    assert np.abs(np.concatenate(chunks) - _chunked(pipe, lat, 11)).max() > 0  # chunks are decoded apart
+    assert np.array_equal(np.concatenate(chunks[:1]), _chunked(pipe, lat[:4], 4))
 
 
 def _image(size=64):

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from exvideo_ms.media import MediaError, load_image, read_video, to_uint8, write_gif, write_mp4, write_pngs
+from exvideo_ms.media import (MediaError, load_image, read_video, to_uint8, write_gif, write_mp4, write_pngs,
+                              write_video)
 
 
 @pytest.mark.parametrize("mode", ["L", "P", "CMYK", "1", "YCbCr"])
@@ -113,6 +114,39 @@ def test_writers_roundtrip(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "v.gif", "v.mp4"]
     with pytest.raises(MediaError, match="fps must be a positive number"):
         write_mp4(frames, tmp_path / "w.mp4", fps=0)
+
+
+def test_a_stream_of_blocks_writes_every_format_in_one_pass(tmp_path):
+    """Blocks from a generator reach every writer as they come (consumed once); the files equal those written
+    from the whole array; a block of another size, or a failure mid-stream, leaves no file."""
+    frames = to_uint8(np.random.default_rng(0).random((7, 16, 24, 3)))
+    consumed = []
+
+    def blocks():
+        for i in (0, 3, 5):
+            consumed.append(i)
+            yield frames[i:{0: 3, 3: 5, 5: 7}[i]]
+    out = write_video(blocks(), {"mp4": tmp_path / "s.mp4", "gif": tmp_path / "s.gif", "png_frames": tmp_path / "f"}, 6)
+    assert consumed == [0, 3, 5] and sorted(out) == ["gif", "mp4", "png_frames"]
+    assert np.array_equal(read_video(out["mp4"]), read_video(write_mp4(frames, tmp_path / "whole.mp4", 6)))
+    pngs = sorted(out["png_frames"].iterdir())
+    assert [p.name for p in pngs] == [f"{i:04d}.png" for i in range(7)]
+    assert all(np.array_equal(np.asarray(Image.open(p)), f) for p, f in zip(pngs, frames))
+    gif = Image.open(out["gif"])
+    assert gif.n_frames == 7 and gif.info["duration"] == 160  # 1000/6 ms, in GIF's 10 ms units
+    with pytest.raises(MediaError, match="frame 3 is 12x16, the video's frames are 24x16"):
+        write_video(iter([frames[:3], frames[3:, :, :12]]), {"mp4": tmp_path / "m.mp4"}, 6)
+
+    def failing():
+        yield frames[:2]
+        raise RuntimeError("decoder failed")
+    with pytest.raises(RuntimeError, match="decoder failed"):
+        write_video(failing(), {"mp4": tmp_path / "x.mp4", "png_frames": tmp_path / "x"}, 6)
+    with pytest.raises(MediaError, match="uint8 blocks, got float32"):
+        write_video(frames.astype(np.float32), {"gif": tmp_path / "y.gif"}, 6)
+    with pytest.raises(MediaError, match=r"formats must be among \['gif', 'mp4', 'png_frames'\], got \['avi'\]"):
+        write_video(frames, {"avi": tmp_path / "z.avi"}, 6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f", "s.gif", "s.mp4", "whole.mp4"]
 
 
 def test_an_interrupt_while_writing_leaves_nothing(tmp_path, monkeypatch):
