@@ -1,4 +1,5 @@
-"""Long videos: cost per frame and peak memory of one UNet evaluation at 16, 32, 64 and 128 frames.
+"""Long videos: cost per frame and peak memory of one UNet evaluation at 16, 32, 64 and 128 frames, and past
+the position table (``--window``) of one evaluation of the temporal-window denoiser at 128, 256 and 512 frames.
 
 Model: a mid-size SVD-XT (half the widths: 160/320/640/640 channels, heads 5/10/20/20, ~380 M parameters),
 random weights, fp32, 32×32 latents (a 256² video), one video, one evaluation (ExVideo runs the conditional
@@ -6,7 +7,12 @@ and unconditional passes one after the other). MindSpore runs the ExVideo-extend
 table, positional conv) in graph mode; PyTorch runs diffusers' UNet of the same widths (no extension: the
 closest reference that exists). Every frame count is its own process, so peak RSS is its own.
 
+With ``--window W --stride S`` every frame count is denoised in windows of W frames every S frames (the
+pipeline's ``temporal_window``/``temporal_stride``, diffusion/temporal_windows.py), on both sides with the same
+spans and blend weights; the first call (timed apart) is one window, which compiles the only graph.
+
     python -m benchmarks.bench_long_video [--frames 16 32 64 128] [--size 32]
+    python -m benchmarks.bench_long_video --window 128 --stride 64 --frames 128 256 512 --size 16
 """
 import argparse
 import dataclasses
@@ -29,7 +35,14 @@ def inputs(frames: int, size: int, seed: int = 0):
             g.standard_normal((1, 1, 1024)).astype(np.float32), np.array([[29.0, 127.0, 0.0]], np.float32))
 
 
-def worker_mindspore(frames: int, size: int) -> dict:
+def window_plan(frames: int, window: int, stride: int):
+    """Spans and blend weights of the temporal-window denoiser (one span when ``window`` is 0)."""
+    from exvideo_ms.diffusion.temporal_windows import blend_weights, temporal_spans
+    spans = temporal_spans(frames, window, stride) if window else [(0, frames)]
+    return spans, [w.reshape(1, -1, 1, 1, 1) for w in blend_weights(spans, frames)]
+
+
+def worker_mindspore(frames: int, size: int, window: int = 0, stride: int = 0) -> dict:
     from mindspore import Tensor
 
     from exvideo_ms.backend import choices, setup_device
@@ -42,36 +55,53 @@ def worker_mindspore(frames: int, size: int) -> dict:
     net = VideoUNet(unet_cfg, cfg.exvideo, choices=choices())
     net.set_train(False)
     x, ctx, ids = inputs(frames, size)
-    args = (Tensor(x[0]), Tensor(np.full((frames,), C_NOISE, np.float32)), repeat_frames(Tensor(ctx), frames),
-            repeat_frames(added_time_vector(Tensor(ids), 256), frames), frames)
+    spans, weights = window_plan(frames, window, stride)
+    n = spans[0][1] - spans[0][0]
+    args = (Tensor(np.full((n,), C_NOISE, np.float32)), repeat_frames(Tensor(ctx), n),
+            repeat_frames(added_time_vector(Tensor(ids), 256), n), n)
+
+    def evaluate(which):
+        out = np.zeros_like(x)
+        for (s, e), w in which:
+            out[:, s:e] += w * net(Tensor(x[0, s:e]), *args).asnumpy()[None]
+        return out
     rss_weights = peak_rss_gib()
     times = []
-    for _ in range(2):
+    for which in ([(spans[0], weights[0])], list(zip(spans, weights))):  # compile on one window, then the video
         with Timer() as t:
-            net(*args).asnumpy()
+            evaluate(which)
         times.append(t.seconds)
         gc.collect()
     return dict(frames=frames, first=times[0], steady=times[1], peak_rss=peak_rss_gib(), rss_weights=rss_weights,
-                params=int(sum(p.size for p in net.get_parameters())))
+                params=int(sum(p.size for p in net.get_parameters())), windows=len(spans), evaluated=len(spans) * n)
 
 
-def worker_torch(frames: int, size: int) -> dict:
+def worker_torch(frames: int, size: int, window: int = 0, stride: int = 0) -> dict:
     import torch
     from diffusers import UNetSpatioTemporalConditionModel
     torch.set_num_threads(THREADS)
     net = UNetSpatioTemporalConditionModel(block_out_channels=(MID_WIDTH, 2 * MID_WIDTH, 4 * MID_WIDTH, 4 * MID_WIDTH),
                                            num_attention_heads=(5, 10, 20, 20)).eval()
     x, ctx, ids = inputs(frames, size)
+    spans, weights = window_plan(frames, window, stride)
+
+    def evaluate(which):
+        out = np.zeros_like(x)
+        for (s, e), w in which:
+            out[:, s:e] += w * net(torch.from_numpy(x[:, s:e]), torch.tensor(C_NOISE), torch.from_numpy(ctx),
+                                   torch.from_numpy(ids)).sample.numpy()
+        return out
     rss_weights = peak_rss_gib()
     times = []
     with torch.no_grad():
-        for _ in range(2):
+        for which in ([(spans[0], weights[0])], list(zip(spans, weights))):
             with Timer() as t:
-                net(torch.from_numpy(x), torch.tensor(C_NOISE), torch.from_numpy(ctx), torch.from_numpy(ids))
+                evaluate(which)
             times.append(t.seconds)
             gc.collect()
     return dict(frames=frames, first=times[0], steady=times[1], peak_rss=peak_rss_gib(), rss_weights=rss_weights,
-                params=int(sum(p.numel() for p in net.parameters())))
+                params=int(sum(p.numel() for p in net.parameters())), windows=len(spans),
+                evaluated=len(spans) * (spans[0][1] - spans[0][0]))
 
 
 def plot(ms_rows, th_rows, path):
@@ -95,18 +125,61 @@ def plot(ms_rows, th_rows, path):
     fig.savefig(path, dpi=100)
 
 
+def windows_section(rows, a) -> None:
+    """The temporal-window table: cost per output frame and per UNet frame evaluated, peak RSS."""
+    ms, th = rows["ms"], rows["torch"]
+    lines = [f"`python -m benchmarks.bench_long_video --window {a.window} --stride {a.stride}` — mid-size SVD-XT "
+             f"({ms[0]['params']:,} parameters with ExVideo's extension; diffusers {th[0]['params']:,} without), "
+             f"random weights, fp32, {a.size}×{a.size} latents, one video, one evaluation of the temporal-window "
+             f"denoiser (windows of {a.window} frames every {a.stride}, blended; the same spans and weights on both "
+             f"sides), after a first call on one window (compilation).", "",
+             "| frames | windows | UNet frames evaluated | MindSpore s/frame | MindSpore s/evaluated frame | "
+             "MindSpore peak RSS (GiB) | PyTorch s/frame | PyTorch s/evaluated frame | PyTorch peak RSS (GiB) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for m, t in zip(ms, th):
+        lines.append(f"| {m['frames']} | {m['windows']} | {m['evaluated']} | {m['steady'] / m['frames']:.3f} | "
+                     f"{m['steady'] / m['evaluated']:.3f} | {m['peak_rss']:.2f} | {t['steady'] / t['frames']:.3f} | "
+                     f"{t['steady'] / t['evaluated']:.3f} | {t['peak_rss']:.2f} |")
+    first, last = ms[0], ms[-1]
+    per_eval = (last["steady"] / last["evaluated"]) / (first["steady"] / first["evaluated"])
+    per_frame = (last["steady"] / last["frames"]) / (first["steady"] / first["frames"])
+    rss = last["peak_rss"] / first["peak_rss"]
+    lines += ["", f"MindSpore, {last['frames']} against {first['frames']} frames: seconds per evaluated frame "
+                  f"{per_eval:.2f}×, peak RSS {rss:.2f}× (target ≤ 1.15 each); seconds per output frame "
+                  f"{per_frame:.2f}×, which is the overlap's price: {last['evaluated']} UNet frames for "
+                  f"{last['frames']} ({last['evaluated'] / last['frames']:.2f} per frame; a stride equal to the window "
+                  f"costs 1.00)",
+              f"ratio ms/torch at {last['frames']} frames: time {last['steady'] / th[-1]['steady']:.2f}, "
+              f"peak RSS {last['peak_rss'] / th[-1]['peak_rss']:.2f}"]
+    append_section("Long video past the position table: temporal windows", lines)
+    record("long_video_windows", {"frames": [m["frames"] for m in ms], "window": a.window, "stride": a.stride,
+                                  "per_evaluated_frame_growth": per_eval, "per_frame_growth": per_frame,
+                                  "rss_growth": rss, "time_ratio": last["steady"] / th[-1]["steady"],
+                                  "rss_ratio": last["peak_rss"] / th[-1]["peak_rss"]})
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--worker", choices=["ms", "torch"])
     p.add_argument("--frames", type=int, nargs="+", default=[16, 32, 64, 128])
     p.add_argument("--size", type=int, default=32)
+    p.add_argument("--window", type=int, default=0, help="temporal window (0: the whole video in one evaluation)")
+    p.add_argument("--stride", type=int, default=0, help="frames between window starts (default: half the window)")
     a = p.parse_args()
+    if a.window and not a.stride:
+        a.stride = a.window // 2
+    if a.window and not 1 <= a.stride <= a.window:
+        p.error(f"--stride must be in 1..--window ({a.window}), got {a.stride}")
     if a.worker:
         limit_threads()
-        emit((worker_mindspore if a.worker == "ms" else worker_torch)(a.frames[0], a.size))
+        emit((worker_mindspore if a.worker == "ms" else worker_torch)(a.frames[0], a.size, a.window, a.stride))
         return
-    rows = {w: [run_worker("benchmarks.bench_long_video", [w, "--frames", str(f), "--size", str(a.size)],
+    window = ["--window", str(a.window), "--stride", str(a.stride)] if a.window else []
+    rows = {w: [run_worker("benchmarks.bench_long_video", [w, "--frames", str(f), "--size", str(a.size), *window],
                            timeout=7200) for f in a.frames] for w in ("ms", "torch")}
+    if a.window:
+        windows_section(rows, a)
+        return
     png = DOC.parent / "long_video.png"
     plot(rows["ms"], rows["torch"], png)
     lines = [f"`python -m benchmarks.bench_long_video` — mid-size SVD-XT ({rows['ms'][0]['params']:,} parameters with "

@@ -9,7 +9,6 @@ whole video's rows for those frames).
 from typing import Callable, List, Sequence, Tuple
 
 import numpy as np
-from mindspore import Tensor
 
 from exvideo_ms.diffusion.windows import window_weights
 
@@ -49,6 +48,7 @@ def windowed_denoiser(window_denoiser: Callable[[int, int], Callable], spans: Se
     """D(x; σ) of a ``total``-frame video x (T, C, h, w) from ``window_denoiser(start, end)``, the denoiser of
     those frames alone: each window's estimate weighted by ``blend_weights``, summed. One window covering the
     video is that window's denoiser itself."""
+    from mindspore import Tensor  # here: the span and weight functions serve PyTorch's side of the benchmarks too
     if len(spans) == 1 and spans[0] == (0, total):
         return window_denoiser(0, total)
     denoisers = [window_denoiser(s, e) for s, e in spans]
