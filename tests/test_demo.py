@@ -1,6 +1,7 @@
 """The bundled demo model (assets/demo, trained by scripts/train_demo.sh): it learned (held-out denoising loss
 against the same networks at random init), README's first command works, and its videos start from the input
-image, move like the data, and the 32-frame ExVideo model does not drift out of the data's range."""
+image, move like the data, and the 32-frame ExVideo model does not drift out of the data's range, at 32 frames
+or, in temporal windows, at 128."""
 import os
 import subprocess
 import sys
@@ -116,6 +117,57 @@ def test_base_demo_video_moves_like_the_data(heldout):
     assert evaluation.psnr(video[0], image) >= MIN_FIRST_FRAME_PSNR_DB
     lo, hi = evaluation.data_ranges(heldout, 8)["motion"]
     assert lo <= evaluation.motion(video) <= hi
+
+
+LONG_FRAMES = 128  # issue 22: four times the demo ExVideo model's 32-row position table
+LONG_SEGMENT = 32  # motion is compared segment by segment, one table length each
+MAX_STEP_TO_MEDIAN = 2.0  # no seam where windows join: every frame-to-frame change within 2x the median (1.48)
+
+
+@pytest.fixture(scope="module")
+def heldout_long(tmp_path_factory):
+    """The held-out split of train_demo.sh's seed at 128 frames (same first frames: clip 0 starts with the
+    bundled held-out image)."""
+    out = tmp_path_factory.mktemp("demo_data_long")
+    subprocess.run([sys.executable, str(REPO / "scripts" / "make_synthetic_dataset.py"), "--output", str(out),
+                    "--clips", "1", "--heldout", "16", "--frames", str(LONG_FRAMES), "--size", "64", "--fps", "8",
+                    "--seed", "0"], check=True, capture_output=True)
+    return out / "heldout"
+
+
+@pytest.mark.slow
+def test_extended_demo_makes_128_frames_in_windows_within_the_data_ranges(heldout_long, caplog):
+    """Past its table: the 32-frame ExVideo model makes 128 frames from README's image in 7 temporal windows
+    (chosen by itself). Every frame's drift from the first lies within the held-out clips' range at that frame,
+    the motion of every 32-frame segment within theirs, and no step where windows join is a jump."""
+    import json
+    import logging
+
+    import mindspore as ms
+
+    from exvideo_ms import evaluation
+    from exvideo_ms.media import load_image, read_video
+    from exvideo_ms.pipeline import SVDPipeline
+    ms.set_context(mode=ms.GRAPH_MODE)
+    cfg, model = _load("demo-exvideo.yaml", ["base.ckpt", "exvideo.ckpt"])
+    image = load_image(REPO / yaml.safe_load(I2V_CONFIG.read_text())["image"])
+    with caplog.at_level(logging.INFO):
+        frames = SVDPipeline(model, cfg)(image, num_frames=LONG_FRAMES, seed=0, progress=False)
+    assert "denoising 128 frames in 7 windows of 32 (stride 16)" in caplog.text
+    assert frames.shape == (LONG_FRAMES, 64, 64, 3)
+    assert evaluation.psnr(frames[0], image) >= MIN_FIRST_FRAME_PSNR_DB
+    data = evaluation.data_ranges(heldout_long, LONG_FRAMES)
+    d = evaluation.drift(frames)
+    assert np.all(d >= np.asarray(data["drift_min"]) - 1e-9) and np.all(d <= np.asarray(data["drift_max"]) + 1e-9)
+
+    def segments(video):
+        return [evaluation.motion(video[s:s + LONG_SEGMENT]) for s in range(0, LONG_FRAMES, LONG_SEGMENT)]
+    clips = np.array([segments(read_video(heldout_long / item["path"]))
+                      for item in json.loads((heldout_long / "metadata.json").read_text())])
+    ours = np.array(segments(frames))
+    assert np.all(clips.min(0) <= ours) and np.all(ours <= clips.max(0)), (ours, clips.min(0), clips.max(0))
+    steps = np.abs(np.diff(frames.astype(np.float64), axis=0)).mean(axis=(1, 2, 3))
+    assert steps.max() <= MAX_STEP_TO_MEDIAN * np.median(steps), steps
 
 
 MAX_LORA_LOSS_RATIO = 0.9  # issue 20's demo: base + orbit LoRA against the base on orbit clips (model card: 0.89)
