@@ -61,7 +61,7 @@ def worker_mindspore(frames: int, size: int, window: int = 0, stride: int = 0) -
             repeat_frames(added_time_vector(Tensor(ids), 256), n), n)
 
     def evaluate(which):
-        out = np.zeros_like(x)
+        out = np.zeros(x.shape[:2] + (4,) + x.shape[3:], np.float32)  # ε/x0 estimate: the 4 latent channels
         for (s, e), w in which:
             out[:, s:e] += w * net(Tensor(x[0, s:e]), *args).asnumpy()[None]
         return out
@@ -86,7 +86,7 @@ def worker_torch(frames: int, size: int, window: int = 0, stride: int = 0) -> di
     spans, weights = window_plan(frames, window, stride)
 
     def evaluate(which):
-        out = np.zeros_like(x)
+        out = np.zeros(x.shape[:2] + (4,) + x.shape[3:], np.float32)
         for (s, e), w in which:
             out[:, s:e] += w * net(torch.from_numpy(x[:, s:e]), torch.tensor(C_NOISE), torch.from_numpy(ctx),
                                    torch.from_numpy(ids)).sample.numpy()

@@ -191,9 +191,9 @@ def test_three_runs_into_one_folder_at_once_keep_three_videos(converted, image_p
 
 
 @pytest.mark.slow
-def test_ctrl_c_while_writing_leaves_nothing_and_no_compile_cache(converted, image_path, tmp_path):
-    """SIGINT while the PNG frames are being written (slowed down by a sitecustomize hook): exit 130, no file
-    in the output folder, and the compile cache folder this run created is gone."""
+def test_ctrl_c_while_writing_leaves_nothing(converted, image_path, tmp_path):
+    """SIGINT while the PNG frames are being written (slowed down by a sitecustomize hook): exit 130 and no file
+    in the output folder."""
     import os
     import signal
     import time
@@ -203,12 +203,11 @@ def test_ctrl_c_while_writing_leaves_nothing_and_no_compile_cache(converted, ima
         "import time\nfrom PIL import Image\n_save = Image.Image.save\n"
         "def _slow(self, fp, *a, **k):\n    time.sleep(0.4)\n    return _save(self, fp, *a, **k)\n"
         "Image.Image.save = _slow\n")
-    out, cache = tmp_path / "out", tmp_path / "cache"
+    out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=f"{hook}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    proc = subprocess.Popen(CLI + ["--mode", "0", "--image", str(image_path), "--output_dir", str(out),
+    proc = subprocess.Popen(CLI + ["--mode", "1", "--image", str(image_path), "--output_dir", str(out),
                                    "--SVD.config", str(converted[1]), "--SVD.num_frames", "6",
-                                   "--SVD.sampling_steps", "1", "--seed", "4", "--png_frames",
-                                   "--compile_cache", str(cache)],
+                                   "--SVD.sampling_steps", "1", "--seed", "4", "--png_frames"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -222,7 +221,35 @@ def test_ctrl_c_while_writing_leaves_nothing_and_no_compile_cache(converted, ima
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted" in err
     assert list(out.iterdir()) == []
-    assert not cache.exists() or list(cache.iterdir()) == []
+
+
+def test_an_interrupted_graph_run_removes_the_compile_cache_it_created(converted, image_path, tmp_path, capsys,
+                                                                      monkeypatch, caplog):
+    """Graph mode with a new compile cache folder, interrupted during generation (the pipeline's generate
+    replaced by one that raises KeyboardInterrupt, so nothing compiles): exit 130, the folder is gone, and a
+    cache folder that existed before the run is kept."""
+    from exvideo_ms.pipeline import SVDPipeline
+
+    def interrupted(self, *a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(SVDPipeline, "generate", interrupted)
+    for var in ("MS_COMPILER_CACHE_ENABLE", "MS_COMPILER_CACHE_PATH"):  # restored after the test
+        monkeypatch.setenv(var, "")
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    args = ["--mode", "0", "--image", str(image_path), "--output_dir", str(out), "--SVD.config", str(converted[1]),
+            "--SVD.num_frames", "2", "--SVD.sampling_steps", "1", "--seed", "4", "--compile_cache", str(cache)]
+    with caplog.at_level("INFO", logger="exvideo_ms.backend"):
+        code, err = run_in_process(args, capsys)
+    assert code == 130 and "interrupted" in err, err[-2000:]
+    assert f"compile cache {cache}/" in caplog.text and "(new)" in caplog.text
+    assert cache.is_dir() and list(cache.iterdir()) == []
+    assert not out.exists() or list(out.iterdir()) == []
+    made = tmp_path / "warm"
+    (made / "kept").mkdir(parents=True)
+    (made / "kept" / "graph.bin").write_bytes(b"x")
+    monkeypatch.setattr("exvideo_ms.backend.compile_cache_dir", lambda root, key: made / "kept")
+    code, err = run_in_process(args[:-1] + [str(made)], capsys)
+    assert code == 130 and (made / "kept" / "graph.bin").is_file()
 
 
 def test_bare_gif_flag(converted, image_path, tmp_path):
