@@ -197,9 +197,9 @@ class SVDPipeline:
         t0 = time.perf_counter()
         cond = self.condition(image, st, rng)
         noise = rng.standard_normal(shape).astype(np.float32) if latents is None else latents
-        if st.noise_reschedule:  # FreeNoise; given latents are used as they are
-            noise = noise if latents is not None else reschedule_noise(
-                noise, st.temporal_window, st.temporal_stride, np.random.default_rng([st.seed, RESCHEDULE_STREAM]))
+        if st.noise_reschedule:  # FreeNoise (never on given latents: settings refuse that)
+            noise = reschedule_noise(noise, st.temporal_window, st.temporal_stride,
+                                     np.random.default_rng([st.seed, RESCHEDULE_STREAM]))
         t1 = time.perf_counter()
         x = self.sample(cond, st, noise, input_video, mask_frames, progress)
         t2 = time.perf_counter()

@@ -133,9 +133,14 @@ def resolve_settings(cfg: SVDConfig, image_hw: Sequence[int], *, height: Optiona
     elif temporal_stride is not None or noise_reschedule:
         raise SettingsError("temporal_stride and noise_reschedule need temporal windows: set temporal_window "
                             f"(or ask for more than the model's {trained} frames)")
-    reschedule = window is not None if noise_reschedule is None else noise_reschedule
-    if not isinstance(reschedule, bool):
+    if noise_reschedule is not None and not isinstance(noise_reschedule, bool):
         raise SettingsError(f"noise_reschedule must be true or false, got {noise_reschedule!r}")
+    if noise_reschedule and latents_given:
+        raise SettingsError("noise_reschedule shuffles the noise the pipeline draws, and latents were given: "
+                            "pass them rescheduled (diffusion/temporal_windows.reschedule_noise) or leave "
+                            "noise_reschedule unset")
+    # one window (the plain sampler) has no later block to reschedule: off, which is what on would compute
+    reschedule = window is not None and (not latents_given if noise_reschedule is None else noise_reschedule)
     steps = _integer("num_inference_steps", s.num_inference_steps if num_inference_steps is None else num_inference_steps, 1)
     min_cfg = _number("min_guidance_scale", s.min_cfg if min_guidance_scale is None else min_guidance_scale, 0.0)
     max_cfg = _number("max_guidance_scale", s.max_cfg if max_guidance_scale is None else max_guidance_scale, 0.0)

@@ -105,12 +105,17 @@ def test_settings_choose_windows_past_the_table_and_check_the_options(ext, caplo
     assert any("overlapping windows" in r.getMessage() for r in caplog.records)
     st = resolve_settings(cfg, (128, 128), num_frames=N_POS, seed=0)
     assert (st.temporal_window, st.noise_reschedule) == (None, False)  # within the table: no windows
-    st = resolve_settings(cfg, (128, 128), num_frames=N_POS, temporal_window=N_POS, seed=0)
-    assert st.temporal_window is None  # one window is the plain sampler
+    st = resolve_settings(cfg, (128, 128), num_frames=N_POS, temporal_window=N_POS, noise_reschedule=True, seed=0)
+    assert (st.temporal_window, st.noise_reschedule) == (None, False)  # one window is the plain sampler
+    st = resolve_settings(cfg, (128, 128), num_frames=3 * N_POS, latents_given=True, seed=0)
+    assert (st.temporal_window, st.noise_reschedule) == (N_POS, False)  # given latents are used as they are
     for kw, message in [(dict(num_frames=9, temporal_window=N_POS + 1), f"temporal_window must be an integer <= {N_POS}"),
                         (dict(num_frames=9, temporal_window=4, temporal_stride=5), "temporal_stride must be an integer <= 4"),
                         (dict(num_frames=4, temporal_stride=2), "need temporal windows"),
-                        (dict(num_frames=4, noise_reschedule=True), "need temporal windows")]:
+                        (dict(num_frames=4, noise_reschedule=True), "need temporal windows"),
+                        (dict(num_frames=3 * N_POS, noise_reschedule="yes"), "noise_reschedule must be true or false"),
+                        (dict(num_frames=3 * N_POS, noise_reschedule=True, latents_given=True),
+                         "noise_reschedule shuffles the noise the pipeline draws, and latents were given")]:
         with pytest.raises(PipelineError, match=message):
             resolve_settings(cfg, (128, 128), seed=0, **kw)
 
