@@ -1,0 +1,118 @@
+"""The video scores' arithmetic (exvideo_ms/metrics/) against torchmetrics on the same features: Fréchet
+distance (FVD and FID share it), Inception Score, and the CLIP scores."""
+import numpy as np
+import pytest
+import torch
+
+from exvideo_ms.metrics.clip_scores import clip_image_score, clip_text_score, frame_consistency
+from exvideo_ms.metrics.frechet import FeatureStatistics, feature_statistics, frechet_distance
+from exvideo_ms.metrics.inception_score import inception_score
+
+
+def _features(seed, n=300, d=48, shift=0.0):
+    g = np.random.default_rng(seed)
+    mix = g.standard_normal((d, d)) / np.sqrt(d)
+    return g.standard_normal((n, d)) @ mix + shift
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.3])
+def test_frechet_distance_equals_torchmetrics_and_the_matrix_square_root_form(shift):
+    from scipy import linalg
+    from torchmetrics.image.fid import _compute_fid
+    a, b = feature_statistics(_features(0)), feature_statistics(_features(1, shift=shift))
+    ours = frechet_distance(a, b)
+    t = lambda x: torch.from_numpy(x)  # noqa: E731
+    theirs = float(_compute_fid(t(a.mean), t(a.cov), t(b.mean), t(b.cov)))
+    assert abs(ours - theirs) <= 1e-6 * abs(theirs)
+    # the form pytorch-fid and cd-fvd compute: a matrix square root of Σ₁Σ₂
+    root = linalg.sqrtm(a.cov @ b.cov).real
+    direct = float(np.sum((a.mean - b.mean) ** 2) + np.trace(a.cov + b.cov - 2 * root))
+    assert abs(ours - direct) <= 1e-6 * abs(direct)
+    assert abs(frechet_distance(a, a)) <= 1e-8 * np.trace(a.cov)  # a set against itself: 0
+
+
+def test_feature_statistics_are_numpys_and_round_trip_without_overwriting(tmp_path):
+    f = _features(2, n=40, d=6)
+    st = feature_statistics(f)
+    np.testing.assert_allclose(st.cov, np.cov(f.T), rtol=1e-12)
+    assert st.count == 40
+    path = st.save(tmp_path / "ref.npz")
+    back = FeatureStatistics.load(path)
+    assert np.array_equal(back.mean, st.mean) and np.array_equal(back.cov, st.cov) and back.count == 40
+    with pytest.raises(FileExistsError, match="already exists; not overwritten"):
+        st.save(path)
+    np.savez(tmp_path / "other.npz", mean=st.mean)
+    with pytest.raises(ValueError, match=r"lacks \['count', 'cov'\]"):
+        FeatureStatistics.load(tmp_path / "other.npz")
+    with pytest.raises(ValueError, match="feature sizes differ: 6 and 5"):
+        frechet_distance(st, feature_statistics(f[:, :5]))
+    with pytest.raises(ValueError, match=r"\(n, D\) with n >= 2"):
+        feature_statistics(f[:1])
+
+
+def test_inception_score_equals_torchmetrics_on_the_same_logits():
+    """torchmetrics shuffles, cuts equal chunks and reports the sample deviation; with n divisible by the splits
+    and its permutation applied first, the groups are StyleGAN-V's."""
+    from torchmetrics.image.inception import InceptionScore
+    logits = torch.from_numpy(np.random.default_rng(3).standard_normal((120, 30)) * 3)
+    metric = InceptionScore(feature=torch.nn.Identity(), splits=4)
+    metric.update(logits)
+    torch.manual_seed(0)
+    mean, std = (float(v) for v in metric.compute())
+    torch.manual_seed(0)
+    order = torch.randperm(120).numpy()
+    ours_mean, ours_std = inception_score(logits.numpy()[order], splits=4)
+    assert abs(ours_mean - mean) <= 1e-4 * mean
+    assert abs(ours_std - std * np.sqrt(3 / 4)) <= 1e-4 * std  # population against sample deviation, 4 groups
+    # bounds of the definition: one class everywhere scores 1; n distinct certain classes score n
+    assert inception_score(np.zeros((8, 5)), splits=1)[0] == pytest.approx(1.0)
+    assert inception_score(np.eye(6) * 60.0, splits=1)[0] == pytest.approx(6.0, rel=1e-6)
+    with pytest.raises(ValueError, match="n >= splits >= 1"):
+        inception_score(np.zeros((3, 5)), splits=4)
+
+
+class _Processor:
+    """A CLIP processor for torchmetrics' update that passes our items' indices through."""
+
+    def __call__(self, images=None, text=None, **kw):
+        if images is not None:
+            return {"pixel_values": torch.stack(images)}
+        ids = torch.tensor([[int(t)] for t in text])
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+class _Model(torch.nn.Module):
+    """A CLIP model whose "images" and "texts" are indices into fixed embeddings."""
+
+    def __init__(self, embeddings):
+        super().__init__()
+        self.e = torch.from_numpy(embeddings)
+        self.config = object()
+
+    def get_image_features(self, pixel_values):
+        return self.e[pixel_values.reshape(len(pixel_values), -1)[:, 0].long()]
+
+    def get_text_features(self, input_ids, attention_mask):
+        return self.e[input_ids[:, 0]]
+
+
+def test_clip_scores_equal_torchmetrics_clip_score_on_the_same_embeddings():
+    from torchmetrics.functional.multimodal.clip_score import _clip_score_update
+    g = np.random.default_rng(4)
+    image, text = g.standard_normal(32), g.standard_normal(32)
+    frames = image + 0.8 * g.standard_normal((9, 32))  # frames near the conditioning image
+    emb = np.concatenate([frames, image[None], text[None]])
+    model, proc = _Model(emb), _Processor()
+    item = lambda i: torch.full((3, 2, 2), float(i))  # noqa: E731
+
+    def theirs(source, target):
+        score, _ = _clip_score_update(source, target, model, proc)
+        return max(float(score.mean()), 0.0)
+    assert clip_image_score(frames, image) == pytest.approx(theirs([item(i) for i in range(9)], [item(9)] * 9),
+                                                            abs=1e-5)
+    assert frame_consistency(frames) == pytest.approx(theirs([item(i) for i in range(1, 9)],
+                                                             [item(i) for i in range(8)]), abs=1e-5)
+    assert clip_text_score(frames, text) == pytest.approx(theirs([item(i) for i in range(9)], ["10"] * 9), abs=1e-5)
+    assert clip_image_score(frames, image) > 30 and clip_image_score(-frames, image) == 0.0  # clamped at 0
+    with pytest.raises(ValueError, match="at least 2 frames, got 1"):
+        frame_consistency(frames[:1])
