@@ -248,7 +248,6 @@ def generate(args) -> dict:
         blocks = (media.to_uint8(b) for b in pipe.decode_stream(ms.Tensor(result.frames), result.settings))
         written = {k: str(v) for k, v in media.write_video(blocks, targets, settings["fps"]).items()}
         settings["timings"]["decoding_and_writing_s"] = time.perf_counter() - t0
-        frames_hw = (settings["num_frames"], settings["height"], settings["width"])
         sidecar = {
             "outputs": written, "image": str(args.image), "config": str(opts.config),
             "checkpoint": [str(c) for c in checkpoint] if isinstance(checkpoint, list) else str(checkpoint),
@@ -267,8 +266,8 @@ def generate(args) -> dict:
         if new_cache is not None:
             shutil.rmtree(new_cache, ignore_errors=True)
         raise
-    logger.info("wrote %s (%d frames, %dx%d, seed %d) and %s.json", written["mp4"], frames_hw[0], frames_hw[2],
-                frames_hw[1], settings["seed"], outputs.stem)
+    logger.info("wrote %s (%d frames, %dx%d, seed %d) and %s.json", written["mp4"], settings["num_frames"],
+                settings["width"], settings["height"], settings["seed"], outputs.stem)
     return sidecar
 
 
