@@ -1,8 +1,12 @@
-"""The video scores' arithmetic (exvideo_ms/metrics/) against torchmetrics on the same features: Fréchet
-distance (FVD and FID share it), Inception Score, and the CLIP scores."""
+"""The video scores (exvideo_ms/metrics/): their arithmetic against torchmetrics on the same features (Fréchet
+distance, which FVD and FID share; Inception Score; the CLIP scores), and each network against its PyTorch
+original with random weights, through the converter (I3D against cd-fvd's, end to end to the FVD)."""
 import numpy as np
 import pytest
 import torch
+
+from exvideo_ms import backend
+from exvideo_ms.checkpoint import network_shapes
 
 from exvideo_ms.metrics.clip_scores import clip_image_score, clip_text_score, frame_consistency
 from exvideo_ms.metrics.frechet import FeatureStatistics, feature_statistics, frechet_distance
@@ -116,3 +120,83 @@ def test_clip_scores_equal_torchmetrics_clip_score_on_the_same_embeddings():
     assert clip_image_score(frames, image) > 30 and clip_image_score(-frames, image) == 0.0  # clamped at 0
     with pytest.raises(ValueError, match="at least 2 frames, got 1"):
         frame_consistency(frames[:1])
+
+
+# ------------------------------------------------------------------------------------------------ networks
+def _random_i3d(seed=0):
+    """cd-fvd's I3D with random weights and random batch-norm statistics (no norm is an identity)."""
+    from cdfvd.third_party.i3d.pytorch_i3d import InceptionI3d
+    torch.manual_seed(seed)
+    net = InceptionI3d(400, in_channels=3).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, buf in net.named_buffers():
+            if name.endswith("running_mean"):
+                buf.copy_(0.1 * torch.randn(buf.shape, generator=g))
+            elif name.endswith("running_var"):
+                buf.copy_(0.5 + torch.rand(buf.shape, generator=g))
+        for name, p in net.named_parameters():
+            if p.ndim == 5:  # He-normal: each layer keeps its input's scale, so videos stay apart to the logits
+                p.copy_(torch.randn(p.shape, generator=g) * (2.0 / p[0].numel()) ** 0.5)
+            elif name.endswith("bn.weight"):
+                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
+            elif name.endswith("bn.bias"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    return net
+
+
+def test_i3d_converts_by_name_and_equals_cd_fvd_end_to_end_through_fvd(tmp_path):
+    """cd-fvd's I3D (random weights) saved as the .pt file it loads, converted with the name table, gives the
+    same logits (≤ 1e-4 relative) from the same preprocessed clips, and the same FVD as cd-fvd's own Fréchet
+    distance on its features (≤ 1e-3)."""
+    from cdfvd.third_party.i3d.utils import frechet_distance as cdfvd_frechet, preprocess_i3d
+    from exvideo_ms.convert.converter import ConversionError
+    from exvideo_ms.convert.network_file import convert_network_file
+    from exvideo_ms.metrics.fvd import fvd_from_features, i3d_features, sample_clip
+    from exvideo_ms.metrics.networks import MissingWeights, NETWORKS, load_network
+    from exvideo_ms.models.i3d import preprocess
+    net = _random_i3d()
+    torch.save(net.state_dict(), tmp_path / "i3d_pretrained_400.pt")
+    spec = NETWORKS["i3d"]
+    shapes = network_shapes(spec.build(backend.choices()))
+    with pytest.raises(MissingWeights, match="i3d_pretrained_400.pt .*convert_metric_network.py --network i3d"):
+        load_network("i3d", tmp_path / "i3d.ckpt")
+    n = convert_network_file(tmp_path / "i3d_pretrained_400.pt", tmp_path / "i3d.ckpt", shapes, spec.rename, "i3d",
+                             allow_pickle=True, progress=False)
+    assert n == len(net.state_dict()) - sum(k.endswith("num_batches_tracked") for k in net.state_dict())
+    ours = load_network("i3d", tmp_path / "i3d.ckpt")
+    # a file of another network is refused by name, before anything is written
+    torch.save({k.replace("Mixed_5c", "Mixed_5d"): v for k, v in net.state_dict().items()}, tmp_path / "other.pt")
+    with pytest.raises(ConversionError, match=r"(?s)missing \(30\): Mixed_5c\..*unexpected \(30\): Mixed_5d\."):
+        convert_network_file(tmp_path / "other.pt", tmp_path / "other.ckpt", shapes, spec.rename, "i3d",
+                             allow_pickle=True, progress=False)
+    assert not (tmp_path / "other.ckpt").exists()
+    from svd_tools.convert_metric_network import main as convert_cli
+    before = (tmp_path / "i3d.ckpt").read_bytes()
+    assert convert_cli(["--network", "i3d", "--source", str(tmp_path / "i3d_pretrained_400.pt"), "--output",
+                        str(tmp_path / "i3d.ckpt"), "--allow-pickle", "--quiet"]) == 2  # exists: not replaced
+    assert convert_cli(["--network", "i3d", "--source", str(tmp_path / "i3d_pretrained_400.pt"), "--output",
+                        str(tmp_path / "again.ckpt"), "--quiet"]) == 2  # a pickle needs --allow-pickle
+    assert (tmp_path / "i3d.ckpt").read_bytes() == before and not (tmp_path / "again.ckpt").exists()
+
+    g = np.random.default_rng(0)
+    real = g.integers(0, 256, (3, 20, 40, 56, 3), np.uint8)  # smooth-ish videos of another size and length
+    fake = np.clip(real.astype(int) + g.integers(-60, 60, real.shape), 0, 255).astype(np.uint8)
+    clips_real = [sample_clip(v) for v in real]
+    clips_fake = [sample_clip(v, start=1, every=1) for v in fake]
+    with pytest.raises(ValueError, match="needs 40 frames; the video has 20"):
+        sample_clip(real[0], every=2, start=9)
+    # preprocessing: cd-fvd's resize to 224² and scaling
+    theirs_in = preprocess_i3d(np.stack(clips_real)).numpy()
+    np.testing.assert_allclose(preprocess(np.stack(clips_real)), theirs_in, atol=2e-5)
+
+    with torch.no_grad():
+        t_real = net(preprocess_i3d(np.stack(clips_real))).double()
+        t_fake = net(preprocess_i3d(np.stack(clips_fake))).double()
+    f_real = i3d_features(ours, clips_real, batch_size=2, progress=False)
+    f_fake = i3d_features(ours, clips_fake, batch_size=2, progress=False)
+    for a, b in ((f_real, t_real.numpy()), (f_fake, t_fake.numpy())):
+        assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max(), np.abs(a - b).max() / np.abs(b).max()
+    theirs, ours_fvd = float(cdfvd_frechet(t_fake, t_real)), fvd_from_features(f_fake, f_real)
+    # measured: logits 5e-7 relative, FVD 23.9221 against 23.9220
+    assert theirs > 1.0 and abs(ours_fvd - theirs) <= 1e-3 * theirs, (ours_fvd, theirs)
