@@ -80,6 +80,13 @@ def open_clip_transformer():
     return _load_submodule("open_clip", "transformer")
 
 
+def torchmetrics_image(module: str):
+    """``torchmetrics.image.<module>``. torchmetrics imports torch-fidelity's InceptionV3 module when torch-fidelity
+    is installed, and that package's __init__ imports torchvision: the module is loaded without it first."""
+    _load_submodule("torch_fidelity", "feature_extractor_inceptionv3")
+    return importlib.import_module(f"torchmetrics.image.{module}")
+
+
 def k_diffusion_sampling():
     return _load_submodule("k_diffusion", "sampling")
 

@@ -11,6 +11,7 @@ from exvideo_ms.checkpoint import network_shapes
 from exvideo_ms.metrics.clip_scores import clip_image_score, clip_text_score, frame_consistency
 from exvideo_ms.metrics.frechet import FeatureStatistics, feature_statistics, frechet_distance
 from exvideo_ms.metrics.inception_score import inception_score
+from tests.references import torchmetrics_image
 
 
 def _features(seed, n=300, d=48, shift=0.0):
@@ -22,7 +23,7 @@ def _features(seed, n=300, d=48, shift=0.0):
 @pytest.mark.parametrize("shift", [0.0, 0.3])
 def test_frechet_distance_equals_torchmetrics_and_the_matrix_square_root_form(shift):
     from scipy import linalg
-    from torchmetrics.image.fid import _compute_fid
+    _compute_fid = torchmetrics_image("fid")._compute_fid
     a, b = feature_statistics(_features(0)), feature_statistics(_features(1, shift=shift))
     ours = frechet_distance(a, b)
     t = lambda x: torch.from_numpy(x)  # noqa: E731
@@ -57,7 +58,7 @@ def test_feature_statistics_are_numpys_and_round_trip_without_overwriting(tmp_pa
 def test_inception_score_equals_torchmetrics_on_the_same_logits():
     """torchmetrics shuffles, cuts equal chunks and reports the sample deviation; with n divisible by the splits
     and its permutation applied first, the groups are StyleGAN-V's."""
-    from torchmetrics.image.inception import InceptionScore
+    InceptionScore = torchmetrics_image("inception").InceptionScore
     logits = torch.from_numpy(np.random.default_rng(3).standard_normal((120, 30)) * 3)
     metric = InceptionScore(feature=torch.nn.Identity(), splits=4)
     metric.update(logits)
@@ -200,3 +201,83 @@ def test_i3d_converts_by_name_and_equals_cd_fvd_end_to_end_through_fvd(tmp_path)
     theirs, ours_fvd = float(cdfvd_frechet(t_fake, t_real)), fvd_from_features(f_fake, f_real)
     # measured: logits 5e-7 relative, FVD 23.9221 against 23.9220
     assert theirs > 1.0 and abs(ours_fvd - theirs) <= 1e-3 * theirs, (ours_fvd, theirs)
+
+
+def _random_inception(tmp_path, seed=0):
+    """torchmetrics' InceptionV3 (torch-fidelity's network) with random weights and batch-norm statistics."""
+    class Unloaded(torchmetrics_image("fid").NoTrainInceptionV3):  # constructed without the downloaded weights
+        def load_state_dict(self, state, strict=True, assign=False):
+            return None if state is None else super().load_state_dict(state, strict)
+
+    torch.save(None, tmp_path / "none.pth")
+    net = Unloaded("inception-v3-compat", ["2048", "logits_unbiased"], str(tmp_path / "none.pth"))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, buf in net.named_buffers():
+            if name.endswith("running_mean"):
+                buf.copy_(0.1 * torch.randn(buf.shape, generator=g))
+            elif name.endswith("running_var"):
+                buf.copy_(0.5 + torch.rand(buf.shape, generator=g))
+        for name, p in net.named_parameters():
+            if p.ndim == 4:  # He-normal
+                p.copy_(torch.randn(p.shape, generator=g) * (2.0 / p[0].numel()) ** 0.5)
+            elif name.endswith("bn.weight"):
+                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
+            elif name == "fc.weight":  # logits within ±15: distinct class distributions, no underflow
+                p.copy_(0.03 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    return net
+
+
+def test_inception_v3_converts_by_name_and_gives_torchmetrics_fid_and_inception_score(tmp_path):
+    """torchmetrics' InceptionV3 (random weights) converted by name gives the same pool features and unbiased
+    logits (≤ 1e-4 relative) with either resize, and FID / Inception Score equal to torchmetrics' metrics run
+    end to end on the same uint8 frames with that network (FID ≤ 1e-3, IS ≤ 1e-4)."""
+    FrechetInceptionDistance = torchmetrics_image("fid").FrechetInceptionDistance
+    InceptionScore = torchmetrics_image("inception").InceptionScore
+    from exvideo_ms.convert.network_file import convert_network_file
+    from exvideo_ms.metrics.fid import fid_from_features, inception_outputs
+    from exvideo_ms.metrics.networks import NETWORKS, load_network
+    net = _random_inception(tmp_path)
+    torch.save(net.state_dict(), tmp_path / "weights-inception-2015-12-05-6726825d.pth")
+    spec = NETWORKS["inception"]
+    convert_network_file(tmp_path / "weights-inception-2015-12-05-6726825d.pth", tmp_path / "inception.ckpt",
+                         network_shapes(spec.build(backend.choices())), spec.rename, "inception", allow_pickle=True,
+                         progress=False)
+    ours = load_network("inception", tmp_path / "inception.ckpt")
+
+    g = np.random.default_rng(1)
+    # frames smaller than 299² of distinct colours (a random network tells colours apart, not noise patterns)
+    real = np.clip(g.integers(0, 256, (6, 1, 1, 3)) + g.integers(-40, 40, (6, 48, 80, 3)), 0, 255).astype(np.uint8)
+    fake = np.clip(real.astype(int) + g.integers(-60, 60, (6, 1, 1, 3)), 0, 255).astype(np.uint8)
+    big = g.integers(0, 256, (2, 420, 330, 3), np.uint8)
+    to_torch = lambda f: torch.from_numpy(f).permute(0, 3, 1, 2).contiguous()  # noqa: E731
+    for resize, frames in (("antialias", fake), ("antialias", big), ("tf1", big)):
+        with torch.no_grad():
+            net.use_antialias = resize == "antialias"
+            pool_t, logits_t = (t.double().numpy() for t in net._torch_fidelity_forward(to_torch(frames)))
+        pool, logits = inception_outputs(ours, frames, resize, batch_size=4, progress=False)
+        for a, b in ((pool, pool_t), (logits, logits_t)):
+            assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max(), (resize, np.abs(a - b).max() / np.abs(b).max())
+
+    net.use_antialias = True
+    pool_real, _ = inception_outputs(ours, real, progress=False)
+    pool_fake, logits_fake = inception_outputs(ours, fake, progress=False)
+    net.features_list = ["2048"]
+    metric = FrechetInceptionDistance(feature=net)
+    metric.update(to_torch(real), real=True)
+    metric.update(to_torch(fake), real=False)
+    theirs = float(metric.compute())
+    # measured: 100.549 against torchmetrics' 100.548 (1e-5); features 3e-7 to 9e-7 relative; IS 1.08224 both
+    assert theirs > 1.0 and abs(fid_from_features(pool_fake, pool_real) - theirs) <= 1e-3 * theirs
+    net.features_list = ["logits_unbiased"]
+    metric = InceptionScore(feature=net, splits=2)
+    metric.update(to_torch(fake))
+    torch.manual_seed(0)
+    mean, std = (float(v) for v in metric.compute())
+    torch.manual_seed(0)
+    order = torch.randperm(len(fake)).numpy()
+    ours_mean, ours_std = inception_score(logits_fake[order], splits=2)
+    assert mean > 1.05 and abs(ours_mean - mean) <= 1e-4 * mean
+    assert abs(ours_std - std * np.sqrt(1 / 2)) <= 1e-4 * std  # population against sample deviation, 2 groups

@@ -15,6 +15,7 @@ from mindspore import nn
 from exvideo_ms import backend
 from exvideo_ms.checkpoint import load_checkpoint
 from exvideo_ms.models.i3d import InceptionI3d
+from exvideo_ms.models.inception_v3 import InceptionV3
 
 
 class MissingWeights(FileNotFoundError):
@@ -42,6 +43,12 @@ NETWORKS: Dict[str, MetricNetwork] = {
         "cd-fvd downloads it to cdfvd/third_party/i3d/ from https://github.com/songweige/TATS/raw/main/tats/fvd/"
         "i3d_pretrained_400.pt (piergiaj pytorch-i3d's Kinetics-400 RGB model)",
         lambda choices: InceptionI3d(choices), _bn_counter),
+    "inception": MetricNetwork(
+        "inception", "Inception Score and FID", "weights-inception-2015-12-05-6726825d.pth",
+        "torchmetrics (through torch-fidelity) downloads it to torch's hub cache, ~/.cache/torch/hub/checkpoints/, "
+        "from https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
+        "weights-inception-2015-12-05-6726825d.pth",
+        lambda choices: InceptionV3(), _bn_counter),
 }
 
 
