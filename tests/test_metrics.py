@@ -281,3 +281,74 @@ def test_inception_v3_converts_by_name_and_gives_torchmetrics_fid_and_inception_
     ours_mean, ours_std = inception_score(logits_fake[order], splits=2)
     assert mean > 1.05 and abs(ours_mean - mean) <= 1e-4 * mean
     assert abs(ours_std - std * np.sqrt(1 / 2)) <= 1e-4 * std  # population against sample deviation, 2 groups
+
+
+# ------------------------------------------------------------------------------------------ svd_tools/evaluate
+@pytest.mark.slow
+def test_evaluate_scores_video_folders_like_the_references_and_names_missing_weights(tmp_path, converted, capsys):
+    """svd_tools/evaluate.py on folders of mp4s (one run also as a GIF, counted once): its FVD and FID equal
+    cd-fvd's and torchmetrics' computed with the PyTorch networks on the same decoded frames; CLIP-I uses the
+    sidecar's image when there is one. Without networks it names the files each score needs; bad input stops
+    it before any network runs, and an existing output is never replaced."""
+    import json
+    from cdfvd.third_party.i3d.utils import frechet_distance as cdfvd_frechet, preprocess_i3d
+    from PIL import Image
+    from exvideo_ms.convert.network_file import convert_network_file
+    from exvideo_ms.media import write_gif, write_mp4
+    from exvideo_ms.metrics.networks import NETWORKS
+    from svd_tools.evaluate import main, read_frames
+    i3d, inception = _random_i3d(), _random_inception(tmp_path)
+    for name, net in (("i3d", i3d), ("inception", inception)):
+        torch.save(net.state_dict(), tmp_path / f"{name}.pt")
+        spec = NETWORKS[name]
+        convert_network_file(tmp_path / f"{name}.pt", tmp_path / f"{name}.ckpt", network_shapes(spec.build(
+            backend.choices())), spec.rename, name, allow_pickle=True, progress=False)
+    g = np.random.default_rng(7)
+    folders = {}
+    for kind in ("generated", "reference"):
+        folders[kind] = tmp_path / kind
+        folders[kind].mkdir()
+        for i in range(2):
+            colour = g.integers(0, 256, (1, 1, 1, 3))
+            video = np.clip(colour + g.integers(-50, 50, (16, 32, 48, 3)), 0, 255).astype(np.uint8)
+            write_mp4(video, folders[kind] / f"run{i}.mp4", 8)
+            if kind == "generated" and i == 0:
+                write_gif(video, folders[kind] / "run0.gif", 8)
+                Image.fromarray(video[3]).save(tmp_path / "input.png")
+                (folders[kind] / "run0.json").write_text(json.dumps({"image": str(tmp_path / "input.png")}))
+    out = tmp_path / "scores.json"
+    args = ["--generated", str(folders["generated"]), "--reference", str(folders["reference"]), "--output", str(out)]
+    assert main(args + ["--i3d", str(tmp_path / "i3d.ckpt"), "--inception", str(tmp_path / "inception.ckpt"),
+                        "--clip_config", str(converted[1]), "--clip_checkpoint", str(converted[0]),
+                        "--is_splits", "2", "--batch_size", "16"]) == 0
+    result = json.loads(out.read_text())
+    scores = result["scores"]
+    assert set(scores) == {"FVD", "IS", "IS_std", "FID", "CLIP-I", "frame consistency"}
+    assert set(result["skipped"]) == {"CLIP-T"}
+    videos = {k: [read_frames(folders[k] / f"run{i}.mp4") for i in range(2)] for k in folders}
+    with torch.no_grad():
+        logits = {k: i3d(preprocess_i3d(np.stack(v))).double() for k, v in videos.items()}
+    theirs = float(cdfvd_frechet(logits["generated"], logits["reference"]))
+    assert abs(scores["FVD"] - theirs) <= 1e-3 * theirs
+    inception.features_list = ["2048"]
+    metric = torchmetrics_image("fid").FrechetInceptionDistance(feature=inception)
+    for k, real in (("reference", True), ("generated", False)):
+        metric.update(torch.from_numpy(np.concatenate(videos[k])).permute(0, 3, 1, 2).contiguous(), real=real)
+    theirs = float(metric.compute())
+    assert abs(scores["FID"] - theirs) <= 1e-3 * theirs
+    assert scores["IS"] >= 1.0 and 0 < scores["CLIP-I"] <= 100 and 0 < scores["frame consistency"] <= 100
+    assert [c["conditioning_image"] for c in result["details"]["CLIP"]] == [str(tmp_path / "input.png"),
+                                                                             "first frame"]
+    capsys.readouterr()
+    # no networks: each score says which file it needs; an existing output stays as it is
+    before = out.read_text()
+    assert main(args) == 2 and "already exists" in capsys.readouterr().err and out.read_text() == before
+    assert main(args + ["--overwrite"]) == 0
+    result = json.loads(out.read_text())
+    assert result["scores"] == {}
+    assert "i3d_pretrained_400.pt" in result["skipped"]["FVD"]
+    assert "weights-inception-2015-12-05-6726825d.pth" in result["skipped"]["FID"]
+    assert "not computed" in capsys.readouterr().out
+    # a clip longer than the videos: refused before any network is built
+    assert main(args + ["--overwrite", "--i3d", str(tmp_path / "i3d.ckpt"), "--fvd_frames", "17"]) == 2
+    assert "has 16 frames; an FVD clip of 17 frames every 1 needs 17" in capsys.readouterr().err
