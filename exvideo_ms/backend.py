@@ -3,6 +3,7 @@
 | choice                         | Atlas A2 (910B)   | Atlas (910A)      | GPU              | CPU                   |
 |--------------------------------|-------------------|-------------------|------------------|-----------------------|
 | attention kernel               | flash_attention_score, batch ≤ 2048 per call | plain | plain | plain          |
+| causal (CLIP text) attention   | plain             | plain             | plain            | plain                 |
 | low-precision dtype            | bfloat16          | float16           | float16          | float16               |
 | inference dtype (default)      | bfloat16          | float16           | float32          | float32               |
 | frozen weights in training     | bfloat16          | float16           | float16          | float32               |
@@ -57,7 +58,10 @@ logger = logging.getLogger(__name__)
 
 DEVICES = ("Ascend", "GPU", "CPU")
 DTYPES = {"fp32": ms.float32, "fp16": ms.float16, "bf16": ms.bfloat16}
-ATTENTION_KINDS = ("spatial", "temporal", "vae", "image")  # where an attention call sits (see nn/attention.py)
+ATTENTION_KINDS = ("spatial", "temporal", "vae", "image", "text")  # where an attention call sits (nn/attention.py)
+# attention with a causal mask (the CLIP text tower, metrics only): always plain. flash_attention_score would take
+# the mask (atten_mask / sparse_mode), but no run has checked that path, and 77 tokens once per prompt cost nothing
+PLAIN_ONLY_KINDS = frozenset({"text"})
 
 # Chips by MindSpore's SoC name (mindspore/amp.py l.48-55: _ascend_910a_target / _ascend_910b_target)
 ATLAS_A2_SOCS = ("ascend910b", "ascend910_93")  # flash attention and bfloat16
@@ -94,6 +98,9 @@ class Choices:
         unknown = set(self.flash_attention) - set(ATTENTION_KINDS)
         if unknown:
             raise ValueError(f"unknown attention kind(s) {sorted(unknown)}; known: {ATTENTION_KINDS}")
+        if self.flash_attention & PLAIN_ONLY_KINDS:
+            raise ValueError(f"{sorted(self.flash_attention & PLAIN_ONLY_KINDS)} attention is plain on every device "
+                             f"(causal mask; see PLAIN_ONLY_KINDS)")
         if self.group_norm not in ("batch_norm", "group_norm"):
             raise ValueError(f"group_norm must be 'batch_norm' or 'group_norm', got {self.group_norm!r}")
         if self.geglu not in ("fused", "ops"):
@@ -133,7 +140,7 @@ def choices_for(device: str, chip: Optional[str] = None) -> Choices:
             logger.warning("unknown Ascend SoC %r: using the 910A choices (no flash attention, float16)", chip)
         low = "bf16" if a2 else "fp16"
         # flash everywhere its documented limits allow (A2 only); every call is split to batch <= 2048
-        flash = frozenset(ATTENTION_KINDS) if a2 else frozenset()
+        flash = frozenset(ATTENTION_KINDS) - PLAIN_ONLY_KINDS if a2 else frozenset()
         # Conv3d: "only float16 in Ascend" (nn.Conv3d docstring); GroupNorm: batch_norm(training=True) wants
         # Parameters there, so ops.group_norm; O0 as mindone's published SVD training on 910B
         return Choices("Ascend", chip, flash, low, low, low, "fp16", "group_norm", "ops", "O0", True)

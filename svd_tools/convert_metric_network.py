@@ -11,6 +11,7 @@ its exact shape; otherwise nothing is written and the offending keys are listed.
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 
 def main(argv=None) -> int:
@@ -30,15 +31,18 @@ def main(argv=None) -> int:
 
     from exvideo_ms import backend
     from exvideo_ms.checkpoint import network_shapes
-    from exvideo_ms.convert.converter import ConversionError
+    from exvideo_ms.convert.converter import ConversionError, check_destinations
     from exvideo_ms.convert.network_file import convert_network_file
-    from exvideo_ms.convert.sources import SourceError
+    from exvideo_ms.convert.sources import SourceError, open_file
+    from exvideo_ms.metrics.networks import source_shapes
     spec = NETWORKS[args.network]
     try:
-        shapes = network_shapes(spec.build(backend.choices()))
+        check_destinations([args.source], [Path(args.output)], args.overwrite)  # before reading a large source
+        source = open_file(args.source, args.allow_pickle)
+        shapes = network_shapes(spec.build(backend.choices(), source_shapes(args.network, source)))
         n = convert_network_file(args.source, args.output, shapes, spec.rename, args.network,
                                  allow_pickle=args.allow_pickle, overwrite=args.overwrite, progress=not args.quiet)
-    except (ConversionError, SourceError) as e:
+    except (ConversionError, SourceError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     logging.info("wrote %s: %d tensors of the %s network (%s)", args.output, n, args.network, spec.scores)

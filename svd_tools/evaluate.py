@@ -12,8 +12,9 @@ Videos: ``.mp4``/``.gif`` files, or folders of PNG/JPEG frames, directly inside 
 - FVD: one clip per video, ``--fvd_frames`` (16) frames from frame 0 every ``--fvd_every`` (1), resized to 224²;
 - Inception Score and FID: every frame of every video, resized to 299² (``--inception_resize``);
 - CLIP-I: every frame against the conditioning image (the ``image`` of the video's JSON sidecar written by
-  image_to_video.py, else its first frame, as recorded per video); frame consistency: consecutive frames.
-CLIP-T needs OpenCLIP's text tower, which is not ported yet: it is listed as unavailable.
+  image_to_video.py, else its first frame, as recorded per video); frame consistency: consecutive frames;
+- CLIP-T: every frame against the video's prompt (``--prompt`` for all, or ``--prompts`` {video name: prompt}),
+  embedded by OpenCLIP's text tower (``--clip_text``, tokenised with open_clip's ``--clip_vocab`` file).
 """
 import argparse
 import json
@@ -92,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inception", help="converted InceptionV3 checkpoint (Inception Score, FID)")
     p.add_argument("--clip_config", help="model YAML whose image encoder embeds frames (CLIP-I, consistency)")
     p.add_argument("--clip_checkpoint", help="checkpoint holding that image encoder (an SVD checkpoint)")
+    p.add_argument("--clip_text", help="converted OpenCLIP text tower (CLIP-T)")
+    p.add_argument("--clip_vocab", help="open_clip's bpe_simple_vocab_16e6.txt.gz (CLIP-T)")
+    p.add_argument("--prompt", help="the prompt of every video (CLIP-T)")
+    p.add_argument("--prompts", help="JSON file {video name without suffix: prompt} (CLIP-T)")
     p.add_argument("--fvd_frames", type=int, default=16)
     p.add_argument("--fvd_every", type=int, default=1)
     p.add_argument("--inception_resize", choices=("antialias", "tf1"), default="antialias",
@@ -119,7 +124,10 @@ def check(a) -> dict:
         raise EvaluationError("--save_reference_stats needs --reference")
     if (a.clip_config is None) != (a.clip_checkpoint is None):
         raise EvaluationError("CLIP scores need both --clip_config and --clip_checkpoint")
-    for flag in ("reference_stats", "i3d", "inception", "clip_config", "clip_checkpoint"):
+    if a.prompt is not None and a.prompts is not None:
+        raise EvaluationError("give --prompt or --prompts, not both")
+    for flag in ("reference_stats", "i3d", "inception", "clip_config", "clip_checkpoint", "clip_text", "clip_vocab",
+                 "prompts"):
         value = getattr(a, flag)
         if value is not None and not Path(value).is_file():
             raise EvaluationError(f"--{flag} {value} does not exist")
@@ -139,7 +147,20 @@ def check(a) -> dict:
     if a.clip_config is None:
         plan["skipped"]["CLIP-I"] = plan["skipped"]["frame consistency"] = (
             "needs --clip_config and --clip_checkpoint (an SVD model: its OpenCLIP ViT-H/14 image encoder)")
-    plan["skipped"]["CLIP-T"] = "needs OpenCLIP's text tower, which exvideo-ms does not port yet"
+    text_needs = [what for what, given in (("--clip_config/--clip_checkpoint (the image tower)", a.clip_config),
+                                           ("--clip_text", a.clip_text), ("--clip_vocab", a.clip_vocab),
+                                           ("--prompt or --prompts", a.prompt or a.prompts)) if not given]
+    if text_needs:
+        plan["skipped"]["CLIP-T"] = "needs " + ", ".join(text_needs) + (
+            ("; " + missing_message("clip_text")) if not a.clip_text else "")
+    else:
+        table = json.loads(Path(a.prompts).read_text()) if a.prompts else {}
+        plan["prompts"] = {}
+        for v in generated:
+            prompt = a.prompt if a.prompt is not None else table.get(video_key(v))
+            if not isinstance(prompt, str):
+                raise EvaluationError(f"--prompts {a.prompts} has no prompt for {video_key(v)!r}")
+            plan["prompts"][v] = prompt
     # clip lengths, before any network runs
     if "FVD" not in plan["skipped"]:
         from exvideo_ms.media import video_info
@@ -170,7 +191,8 @@ def evaluate(a, plan: dict) -> dict:
                f"I3D (Kinetics-400) logits",
         "IS/FID": f"every frame, {a.inception_resize} resize to 299x299, InceptionV3 2048-d pool features (FID) and "
                   f"unbiased logits (IS, {a.is_splits} groups in order, population deviation)",
-        "CLIP": "every frame, SVD's CLIP preprocessing (antialiased to 224x224), 100 x mean cosine",
+        "CLIP": "every frame, SVD's CLIP preprocessing (antialiased to 224x224), 100 x mean cosine (clamped at 0); "
+                "CLIP-T against the prompt's OpenCLIP text embedding (77 tokens)",
     }
     if "FVD" not in plan["skipped"]:
         i3d = load_network("i3d", a.i3d)
@@ -220,7 +242,17 @@ def evaluate(a, plan: dict) -> dict:
                 out.append(model.image_encoder(ms.Tensor(preprocess(x, cfg.image_encoder.image_size))).asnumpy())
             return np.concatenate(out)
 
-        clip_i, consistency, sources = [], [], []
+        text_embedding = None
+        if "CLIP-T" not in plan["skipped"]:
+            from exvideo_ms.models.clip_tokenizer import ClipTokenizer
+            tower = load_network("clip_text", a.clip_text)
+            if tower.cfg.output_dim != cfg.image_encoder.output_dim:
+                raise EvaluationError(f"the text tower embeds in {tower.cfg.output_dim} dimensions and the image "
+                                      f"encoder of {a.clip_config} in {cfg.image_encoder.output_dim}: not one CLIP")
+            tokenizer = ClipTokenizer(a.clip_vocab, tower.cfg.context_length)
+            text_embedding = lambda prompt: tower(ms.Tensor(tokenizer(prompt))).asnumpy()[0]  # noqa: E731
+
+        clip_i, consistency, clip_t, sources = [], [], [], []
         for v in tqdm(gen, desc="CLIP", unit="video"):
             frames = read_frames(v)
             image, source = conditioning_image(v, frames)
@@ -228,7 +260,12 @@ def evaluate(a, plan: dict) -> dict:
             clip_i.append(clip_scores.clip_image_score(emb, embed(image[None])[0]))
             consistency.append(clip_scores.frame_consistency(emb))
             sources.append({"video": v.name, "conditioning_image": source})
+            if text_embedding is not None:
+                clip_t.append(clip_scores.clip_text_score(emb, text_embedding(plan["prompts"][v])))
+                sources[-1]["prompt"] = plan["prompts"][v]
         scores["CLIP-I"], scores["frame consistency"] = float(np.mean(clip_i)), float(np.mean(consistency))
+        if clip_t:
+            scores["CLIP-T"] = float(np.mean(clip_t))
         details["CLIP"] = sources
     return {"scores": scores, "skipped": plan["skipped"], "protocol": protocol, "details": details,
             "generated": str(a.generated), "reference": a.reference or a.reference_stats}
@@ -248,7 +285,7 @@ def main(argv=None) -> int:
     try:
         plan = check(a)
         result = evaluate(a, plan)
-    except (EvaluationError, MediaError, CheckpointError, FileNotFoundError, ValueError) as e:
+    except (EvaluationError, MediaError, CheckpointError, FileNotFoundError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(table(result))

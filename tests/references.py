@@ -71,6 +71,7 @@ def _load_submodule(package: str, module: str):
     if package not in sys.modules:
         pkg = types.ModuleType(package)
         pkg.__path__ = list(spec.submodule_search_locations)
+        pkg.__spec__ = spec  # for importlib.util.find_spec of its submodules
         sys.modules[package] = pkg
     with _placeholder_torchvision():
         return importlib.import_module(full)
@@ -78,6 +79,10 @@ def _load_submodule(package: str, module: str):
 
 def open_clip_transformer():
     return _load_submodule("open_clip", "transformer")
+
+
+def open_clip_tokenizer():
+    return _load_submodule("open_clip", "tokenizer")
 
 
 def torchmetrics_image(module: str):

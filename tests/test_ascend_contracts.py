@@ -63,7 +63,9 @@ def test_documented_limits_are_the_installed_wheels():
 
 # ------------------------------------------------------------------------------------ choices per chip
 def test_choices_per_chip():
-    assert A2.flash_attention == frozenset(backend.ATTENTION_KINDS)
+    assert A2.flash_attention == frozenset(backend.ATTENTION_KINDS) - {"text"}  # causal: plain everywhere
+    with pytest.raises(ValueError, match=r"\['text'\] attention is plain on every device"):
+        dataclasses.replace(A2, flash_attention=frozenset({"text"}))
     assert (A2.low_precision, A2.inference_dtype, A2.frozen_dtype, A2.conv3d_dtype) == ("bf16",) * 3 + ("fp16",)
     assert A2.bf16 and A2.group_norm == "group_norm" and A2.reduce_scatter
     assert backend.choices_for("Ascend", "ascend910_93").flash_attention == A2.flash_attention  # A3: as A2
@@ -99,7 +101,7 @@ def test_the_switch_builds_networks_with_a_chips_choices(tiny_cfg, chip):
     cells = [c for _, c in model.cells_and_names()]
     kernels = [c.kernel for c in cells if hasattr(c, "kernel")]
     assert kernels and all(k.impl == ("flash" if chip.flash_attention else "plain") and k.emulated for k in kernels)
-    assert {k.kind for k in kernels} == set(backend.ATTENTION_KINDS)
+    assert {k.kind for k in kernels} == set(backend.ATTENTION_KINDS) - {"text"}  # the SVD model has no text tower
     convs = [c for c in cells if isinstance(c, Conv3d)]
     assert convs and all(c.compute_dtype == chip.dtype("conv3d_dtype") for c in convs)
     assert all(c.impl == chip.group_norm for c in cells if isinstance(c, GroupNorm))

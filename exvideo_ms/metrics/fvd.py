@@ -7,13 +7,14 @@ Frame sampling is deterministic: the clip starts at frame ``start`` and takes ev
 (cd-fvd's ``sample_every_n_frames``; defaults: the first 16 consecutive frames). A video too short for the
 clip is an error, not a padded clip.
 """
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import mindspore as ms
 import numpy as np
 from tqdm import tqdm
 
 from exvideo_ms.metrics.frechet import FeatureStatistics, feature_statistics, frechet_distance
+from exvideo_ms.metrics.networks import batched
 from exvideo_ms.models.i3d import preprocess
 
 CLIP_FRAMES = 16  # StyleGAN-V and cd-fvd: FVD on 16-frame clips
@@ -32,18 +33,8 @@ def sample_clip(video: np.ndarray, frames: int = CLIP_FRAMES, start: int = 0, ev
 
 def i3d_features(i3d, clips: Iterable[np.ndarray], batch_size: int = 4, progress: bool = True) -> np.ndarray:
     """(n, 400) float64 I3D logits of uint8 (T, H, W, 3) clips of one shape, ``batch_size`` at a time."""
-    def batches() -> Iterator[np.ndarray]:
-        batch = []
-        for clip in clips:
-            batch.append(clip)
-            if len(batch) == batch_size:
-                yield np.stack(batch)
-                batch = []
-        if batch:
-            yield np.stack(batch)
-
     out = []
-    for videos in tqdm(batches(), desc="I3D features", unit="batch", disable=not progress):
+    for videos in tqdm(batched(clips, batch_size), desc="I3D features", unit="batch", disable=not progress):
         out.append(i3d(ms.Tensor(preprocess(videos))).asnumpy().astype(np.float64))
     if not out:
         raise ValueError("no clips to compute I3D features of")

@@ -12,12 +12,12 @@ no antialiasing, as ``F.interpolate(align_corners=False)``) -> [-1, 1], laid out
 """
 from typing import Sequence, Tuple
 
-import mindspore as ms
 import numpy as np
-from mindspore import Parameter, nn, ops
+from mindspore import nn, ops
 
 from exvideo_ms.backend import Choices
 from exvideo_ms.nn.layers import Conv3d, conv3d_precision
+from exvideo_ms.nn.norm import FrozenBatchNorm
 
 NUM_CLASSES = 400  # Kinetics-400
 INPUT_SIZE = 224  # cd-fvd TARGET_RESOLUTION
@@ -55,23 +55,6 @@ def same_padding(size: Sequence[int], kernel: Sequence[int], stride: Sequence[in
     return tuple(p for pair in reversed(pads) for p in pair)
 
 
-class FrozenBatchNorm3d(nn.Cell):
-    """BatchNorm3d at inference: (x − running_mean) / √(running_var + eps) · weight + bias, per channel."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.weight = Parameter(ops.ones(channels, ms.float32), name="weight", requires_grad=False)
-        self.bias = Parameter(ops.zeros(channels, ms.float32), name="bias", requires_grad=False)
-        self.running_mean = Parameter(ops.zeros(channels, ms.float32), name="running_mean", requires_grad=False)
-        self.running_var = Parameter(ops.ones(channels, ms.float32), name="running_var", requires_grad=False)
-
-    def construct(self, x):
-        scale = self.weight / ops.sqrt(self.running_var + BN_EPS)
-        shift = self.bias - self.running_mean * scale
-        shape = (1, -1, 1, 1, 1)
-        return x * scale.reshape(shape).astype(x.dtype) + shift.reshape(shape).astype(x.dtype)
-
-
 class Unit3D(nn.Cell):
     """Same-padded Conv3d, then batch norm and ReLU (the logits unit: bias, neither norm nor ReLU)."""
 
@@ -83,7 +66,7 @@ class Unit3D(nn.Cell):
         self.conv3d = Conv3d(cin, cout, self.kernel, stride=self.stride, pad_mode="valid", has_bias=logits,
                              **conv3d_precision(choices))
         if not logits:
-            self.bn = FrozenBatchNorm3d(cout)
+            self.bn = FrozenBatchNorm(cout, BN_EPS)
 
     def construct(self, x):
         pad = same_padding(x.shape[2:], self.kernel, self.stride)

@@ -35,10 +35,10 @@ class MLP(nn.Cell):
 
 
 class ResidualAttentionBlock(nn.Cell):
-    def __init__(self, width: int, heads: int, mlp_width: int, choices: Choices):
+    def __init__(self, width: int, heads: int, mlp_width: int, choices: Choices, kind: str = "image"):
         super().__init__()
         self.ln_1 = LayerNorm(width)
-        self.attn = MultiheadAttention(width, heads, choices=choices)
+        self.attn = MultiheadAttention(width, heads, choices=choices, kind=kind)
         self.ln_2 = LayerNorm(width)
         self.mlp = MLP(width, mlp_width)
 
@@ -48,9 +48,12 @@ class ResidualAttentionBlock(nn.Cell):
 
 
 class Transformer(nn.Cell):
-    def __init__(self, width: int, layers: int, heads: int, mlp_width: int, choices: Choices):
+    """OpenCLIP's pre-norm transformer; ``kind`` "text" makes every attention causal (the text tower)."""
+
+    def __init__(self, width: int, layers: int, heads: int, mlp_width: int, choices: Choices, kind: str = "image"):
         super().__init__()
-        self.resblocks = nn.CellList([ResidualAttentionBlock(width, heads, mlp_width, choices) for _ in range(layers)])
+        self.resblocks = nn.CellList([ResidualAttentionBlock(width, heads, mlp_width, choices, kind)
+                                      for _ in range(layers)])
 
     def construct(self, x):
         for block in self.resblocks:

@@ -17,27 +17,14 @@ from typing import Tuple
 
 import mindspore as ms
 import numpy as np
-from mindspore import Parameter, nn, ops
+from mindspore import nn, ops
 
 from exvideo_ms.nn.layers import Linear
+from exvideo_ms.nn.norm import FrozenBatchNorm
 
 INPUT_SIZE = 299  # torch-fidelity FeatureExtractorInceptionV3.INPUT_IMAGE_SIZE
 NUM_CLASSES = 1008  # the TensorFlow graph's 1001 ImageNet classes, padded to 1008
 BN_EPS = 1e-3  # torch-fidelity BasicConv2d's BatchNorm2d
-
-
-class FrozenBatchNorm2d(nn.Cell):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.weight = Parameter(ops.ones(channels, ms.float32), name="weight", requires_grad=False)
-        self.bias = Parameter(ops.zeros(channels, ms.float32), name="bias", requires_grad=False)
-        self.running_mean = Parameter(ops.zeros(channels, ms.float32), name="running_mean", requires_grad=False)
-        self.running_var = Parameter(ops.ones(channels, ms.float32), name="running_var", requires_grad=False)
-
-    def construct(self, x):
-        scale = self.weight / ops.sqrt(self.running_var + BN_EPS)
-        shift = self.bias - self.running_mean * scale
-        return x * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)
 
 
 class BasicConv2d(nn.Cell):
@@ -52,7 +39,7 @@ class BasicConv2d(nn.Cell):
                                   padding=(padding[0], padding[0], padding[1], padding[1]), has_bias=False)
         else:
             self.conv = nn.Conv2d(cin, cout, kernel, stride, pad_mode="valid", has_bias=False)
-        self.bn = FrozenBatchNorm2d(cout)
+        self.bn = FrozenBatchNorm(cout, BN_EPS)
 
     def construct(self, x):
         return ops.relu(self.bn(self.conv(x)))

@@ -1,7 +1,7 @@
 """Multi-head attention through one function, and the attention modules of sgm / OpenCLIP / the VAE.
 
 ``dot_product_attention`` is the only place that runs an attention kernel. Each module is built for one
-attention kind (``backend.ATTENTION_KINDS``: spatial, temporal, vae, image) and gets from ``backend.Choices``
+attention kind (``backend.ATTENTION_KINDS``: spatial, temporal, vae, image, text) and gets from ``backend.Choices``
 its kernel, ``"flash"`` (Ascend ``ops.flash_attention_score``, BSH layout, no score matrix in memory) or
 ``"plain"`` (batched matmul, softmax in float32), and the memory budget. ``plan`` splits every call along its
 batch axis so that each piece stays within the budget and, for flash, within the kernel's documented limits
@@ -100,8 +100,9 @@ def plan(call: AttentionCall, dtype=ms.float32) -> List[contracts.KernelCall]:
             for start, end in spans(kernel, call.batch, call.seq_q, call.seq_kv, call.heads, call.head_size)]
 
 
-def _plain(q, k, v, heads: int):
-    """softmax(q kᵀ/√d) v; q (B, N, H·D), k and v (B, M, H·D) -> (B, N, H·D). Softmax in float32."""
+def _plain(q, k, v, heads: int, causal: bool = False):
+    """softmax(q kᵀ/√d) v; q (B, N, H·D), k and v (B, M, H·D) -> (B, N, H·D). Softmax in float32. ``causal``:
+    query i sees keys 0..i only (N = M)."""
     b, n, c = q.shape
     m = k.shape[1]
     d = c // heads
@@ -110,8 +111,10 @@ def _plain(q, k, v, heads: int):
     q = mint.permute(q.reshape(b, n, heads, d), (0, 2, 1, 3)).reshape(b * heads, n, d)
     k = mint.permute(k.reshape(b, m, heads, d), (0, 2, 3, 1)).reshape(b * heads, d, m)
     v = mint.permute(v.reshape(b, m, heads, d), (0, 2, 1, 3)).reshape(b * heads, m, d)
-    scores = ops.bmm(q * scale, k)
-    probs = ops.softmax(scores.astype(ms.float32), -1).astype(dtype)
+    scores = ops.bmm(q * scale, k).astype(ms.float32)
+    if causal:
+        scores = scores + ops.triu(ops.full((n, m), float("-inf"), dtype=ms.float32), 1)
+    probs = ops.softmax(scores, -1).astype(dtype)
     out = ops.bmm(probs, v).reshape(b, heads, n, d)
     return mint.permute(out, (0, 2, 1, 3)).reshape(b, n, c)
 
@@ -130,16 +133,19 @@ def _flash(q, k, v, heads: int, kind: str, emulated: bool):
     return out.astype(dtype)
 
 
-def dot_product_attention(q, k, v, heads: int, kernel: Kernel):
-    """Attention of q (B, N, H·D) over k, v (B, M, H·D), computed in the slices ``spans`` gives."""
+def dot_product_attention(q, k, v, heads: int, kernel: Kernel, causal: bool = False):
+    """Attention of q (B, N, H·D) over k, v (B, M, H·D), computed in the slices ``spans`` gives; ``causal``
+    (plain kernels only): query i attends to keys 0..i."""
     b, n, c = q.shape
+    if causal and kernel.impl != "plain":
+        raise ValueError(f"causal attention runs on the plain kernel only, got {kernel.impl} for {kernel.kind}")
     parts = spans(kernel, b, n, k.shape[1], heads, c // heads)
     fn = _flash if kernel.impl == "flash" else None
     outs = []
     for start, end in parts:
         qs, ks, vs = (q, k, v) if len(parts) == 1 else (q[start:end], k[start:end], v[start:end])
         if fn is None:
-            outs.append(_plain(qs, ks, vs, heads))
+            outs.append(_plain(qs, ks, vs, heads, causal))
         else:
             outs.append(_flash(qs, ks, vs, heads, kernel.kind, kernel.emulated))
     return outs[0] if len(outs) == 1 else ops.cat(outs, 0)
@@ -181,9 +187,9 @@ class CrossAttention(nn.Cell):
 
 class MultiheadAttention(nn.Cell):
     """torch.nn.MultiheadAttention as OpenCLIP uses it: stacked ``in_proj_weight`` (3C, C) / ``in_proj_bias``
-    in q, k, v order, and ``out_proj``."""
+    in q, k, v order, and ``out_proj``. ``kind`` "text": causal, as OpenCLIP's text tower's attention mask."""
 
-    def __init__(self, dim: int, heads: int, *, choices: Choices):
+    def __init__(self, dim: int, heads: int, *, choices: Choices, kind: str = "image"):
         super().__init__()
         self.heads = heads
         self.dim = dim
@@ -191,14 +197,15 @@ class MultiheadAttention(nn.Cell):
                                         name="in_proj_weight")
         self.in_proj_bias = Parameter(initializer("zeros", (3 * dim,), ms.float32), name="in_proj_bias")
         self.out_proj = Linear(dim, dim)
-        self.kernel = Kernel.choose(choices, "image", heads, dim // heads)
+        self.kernel = Kernel.choose(choices, kind, heads, dim // heads)
+        self.causal = kind == "text"
 
     def construct(self, x):
         b, n, c = x.shape
         qkv = ops.matmul(x.reshape(b * n, c), self.in_proj_weight.astype(x.dtype).T)
         qkv = (qkv + self.in_proj_bias.astype(x.dtype)).reshape(b, n, 3 * c)
         q, k, v = ops.split(qkv, c, -1)
-        return self.out_proj(dot_product_attention(q, k, v, self.heads, self.kernel))
+        return self.out_proj(dot_product_attention(q, k, v, self.heads, self.kernel, self.causal))
 
     def call(self, batch: int, tokens: int) -> AttentionCall:
         return AttentionCall(self.kernel, batch, tokens, tokens, self.heads, self.dim // self.heads)

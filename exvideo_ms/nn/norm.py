@@ -1,6 +1,7 @@
 """GroupNorm and LayerNorm with the original checkpoints' parameter names (``weight``, ``bias``).
 
 Both compute in float32 whatever the input dtype, as sgm's ``GroupNorm32`` does, and return the input dtype.
+``FrozenBatchNorm``: the inference-only batch norm of the measuring networks (I3D, InceptionV3).
 """
 import mindspore as ms
 from mindspore import Parameter, nn, ops
@@ -80,3 +81,22 @@ class LayerNorm(nn.Cell):
         y, _, _ = self.layer_norm(x.astype(ms.float32), self.weight.astype(ms.float32),
                                   self.bias.astype(ms.float32))
         return y.astype(x.dtype)
+
+
+class FrozenBatchNorm(nn.Cell):
+    """BatchNorm at inference (torch ``BatchNorm2d/3d`` in eval mode), for the measuring networks, which never
+    train: (x − running_mean) / √(running_var + eps) · weight + bias over the channel axis 1 of any rank."""
+
+    def __init__(self, channels: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = Parameter(ops.ones(channels, ms.float32), name="weight", requires_grad=False)
+        self.bias = Parameter(ops.zeros(channels, ms.float32), name="bias", requires_grad=False)
+        self.running_mean = Parameter(ops.zeros(channels, ms.float32), name="running_mean", requires_grad=False)
+        self.running_var = Parameter(ops.ones(channels, ms.float32), name="running_var", requires_grad=False)
+
+    def construct(self, x):
+        scale = self.weight / ops.sqrt(self.running_var + self.eps)
+        shift = self.bias - self.running_mean * scale
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        return x * scale.reshape(shape).astype(x.dtype) + shift.reshape(shape).astype(x.dtype)
