@@ -85,6 +85,29 @@ def test_readme_first_command_writes_a_32_frame_video_and_gif(readme_run):
 
 
 @pytest.mark.slow
+def test_evaluate_scores_the_readme_video_against_the_heldout_clips(readme_run, heldout, tmp_path, monkeypatch, capsys):
+    """svd_tools/evaluate.py on README's video vs the held-out clips with what is bundled: CLIP-I (against the
+    sidecar's input image) and frame consistency from the demo model's image encoder; FVD, IS, FID and CLIP-T
+    listed with the weights files they need."""
+    import json
+    from svd_tools.evaluate import main
+    monkeypatch.chdir(REPO)  # the sidecar names the input image relative to the repository
+    out = tmp_path / "scores.json"
+    assert main(["--generated", str(readme_run), "--reference", str(heldout), "--clip_config",
+                 str(ASSETS / "demo-exvideo.yaml"), "--clip_checkpoint", str(ASSETS / "base.ckpt"),
+                 "--output", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["scores"]) == {"CLIP-I", "frame consistency"}
+    assert all(0 < v <= 100 for v in result["scores"].values()), result["scores"]
+    assert [c["conditioning_image"] for c in result["details"]["CLIP"]] == ["assets/demo/heldout/clip_00000.png"]
+    needs = {"FVD": "i3d_pretrained_400.pt", "IS": "weights-inception-2015-12-05-6726825d.pth",
+             "FID": "weights-inception-2015-12-05-6726825d.pth", "CLIP-T": "open_clip_pytorch_model.bin"}
+    for score, file in needs.items():
+        assert file in result["skipped"][score], (score, result["skipped"][score])
+    assert "not computed" in capsys.readouterr().out
+
+
+@pytest.mark.slow
 def test_extended_demo_video_starts_from_the_image_moves_and_does_not_drift(readme_run, heldout):
     """The 32-frame ExVideo model (README's first command): its first frame matches the input image, motion is
     within the held-out clips' range, and every frame's difference to the first is no larger than the held-out
