@@ -40,7 +40,7 @@ def main(argv=None) -> int:
         check_destinations([args.source], [Path(args.output)], args.overwrite)  # before reading a large source
         source = open_file(args.source, args.allow_pickle)
         shapes = network_shapes(spec.build(backend.choices(), source_shapes(args.network, source)))
-        n = convert_network_file(args.source, args.output, shapes, spec.rename, args.network,
+        n = convert_network_file(source, args.output, shapes, spec.rename, args.network,
                                  allow_pickle=args.allow_pickle, overwrite=args.overwrite, progress=not args.quiet)
     except (ConversionError, SourceError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -154,19 +154,30 @@ def check(a) -> dict:
         plan["skipped"]["CLIP-T"] = "needs " + ", ".join(text_needs) + (
             ("; " + missing_message("clip_text")) if not a.clip_text else "")
     else:
-        table = json.loads(Path(a.prompts).read_text()) if a.prompts else {}
+        try:
+            table = json.loads(Path(a.prompts).read_text()) if a.prompts else {}
+        except json.JSONDecodeError as e:
+            raise EvaluationError(f"--prompts {a.prompts} is not JSON: {e}") from None
+        if not isinstance(table, dict):
+            raise EvaluationError(f"--prompts {a.prompts} must hold an object {{video name: prompt}}")
         plan["prompts"] = {}
         for v in generated:
             prompt = a.prompt if a.prompt is not None else table.get(video_key(v))
             if not isinstance(prompt, str):
                 raise EvaluationError(f"--prompts {a.prompts} has no prompt for {video_key(v)!r}")
             plan["prompts"][v] = prompt
-    # clip lengths, before any network runs
-    if "FVD" not in plan["skipped"]:
-        from exvideo_ms.media import video_info
+    # frame counts, before any network runs
+    from exvideo_ms.media import video_info
+    fvd_runs, is_runs = "FVD" not in plan["skipped"], "IS" not in plan["skipped"]
+    counted = (generated if fvd_runs or is_runs else []) + (reference if fvd_runs else [])
+    frames = {v: len(read_frames(v)) if v.is_dir() or v.suffix.lower() == ".gif" else video_info(v)["frames"]
+              for v in counted}
+    if is_runs and sum(frames[v] for v in generated) < a.is_splits:
+        raise EvaluationError(f"the Inception Score's {a.is_splits} groups need at least as many frames; the "
+                              f"generated videos have {sum(frames[v] for v in generated)} (--is_splits)")
+    if fvd_runs:
         need = (a.fvd_frames - 1) * a.fvd_every + 1
-        for v in generated + reference:
-            n = len(read_frames(v)) if v.is_dir() or v.suffix.lower() == ".gif" else video_info(v)["frames"]
+        for v, n in frames.items():
             if n < need:
                 raise EvaluationError(f"{v} has {n} frames; an FVD clip of {a.fvd_frames} frames every "
                                       f"{a.fvd_every} needs {need} (--fvd_frames / --fvd_every)")
@@ -210,9 +221,6 @@ def evaluate(a, plan: dict) -> dict:
         inception = load_network("inception", a.inception)
         frames = lambda videos: (f for v in videos for f in read_frames(v))  # noqa: E731
         pool, logits = fid.inception_outputs(inception, frames(gen), a.inception_resize, a.batch_size)
-        if len(logits) < a.is_splits:
-            raise EvaluationError(f"the Inception Score's {a.is_splits} groups need at least as many frames; the "
-                                  f"generated videos have {len(logits)} (--is_splits)")
         mean, std = inception_score.inception_score(logits, a.is_splits)
         scores["IS"], scores["IS_std"] = mean, std
         details["IS"] = {"frames": len(logits)}

@@ -185,6 +185,9 @@ def test_i3d_converts_by_name_and_equals_cd_fvd_end_to_end_through_fvd(tmp_path)
     assert convert_cli(["--network", "i3d", "--source", str(tmp_path / "i3d_pretrained_400.pt"), "--output",
                         str(tmp_path / "again.ckpt"), "--quiet"]) == 2  # a pickle needs --allow-pickle
     assert (tmp_path / "i3d.ckpt").read_bytes() == before and not (tmp_path / "again.ckpt").exists()
+    assert convert_cli(["--network", "i3d", "--source", str(tmp_path / "i3d_pretrained_400.pt"), "--output",
+                        str(tmp_path / "cli.ckpt"), "--allow-pickle", "--quiet"]) == 0
+    assert (tmp_path / "cli.ckpt").read_bytes() == before
 
     g = np.random.default_rng(0)
     real = g.integers(0, 256, (3, 20, 40, 56, 3), np.uint8)  # smooth-ish videos of another size and length
@@ -352,6 +355,8 @@ def test_evaluate_scores_video_folders_like_the_references_and_names_missing_wei
     # a clip longer than the videos: refused before any network is built
     assert main(args + ["--overwrite", "--i3d", str(tmp_path / "i3d.ckpt"), "--fvd_frames", "17"]) == 2
     assert "has 16 frames; an FVD clip of 17 frames every 1 needs 17" in capsys.readouterr().err
+    assert main(args + ["--overwrite", "--inception", str(tmp_path / "inception.ckpt"), "--is_splits", "33"]) == 2
+    assert "33 groups need at least as many frames; the generated videos have 32" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------- CLIP text tower

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from exvideo_ms.checkpoint import CheckpointError, CheckpointWriter, cast, compare_names_and_shapes, dtype_key
 from exvideo_ms.convert.converter import ConversionError, check_destinations
-from exvideo_ms.convert.sources import open_file
+from exvideo_ms.convert.sources import Source, open_file
 
 Rename = Callable[[str], Optional[str]]
 
@@ -41,12 +41,13 @@ def plan_network(source, shapes: Dict[str, tuple], rename: Rename, what: str) ->
 def convert_network_file(path, output, shapes: Dict[str, tuple], rename: Rename, what: str,
                          allow_pickle: bool = False, dtype: str = "fp32", overwrite: bool = False,
                          progress: bool = True) -> int:
-    """Write ``output`` from the weight file ``path``; returns the number of tensors written."""
+    """Write ``output`` from the weight file ``path`` (or a ``Source`` already open on it, so that a large
+    pickle is not loaded twice); returns the number of tensors written."""
     output = Path(output)
     if output.suffix not in (".ckpt", ".safetensors"):
         raise ConversionError(f"--output must end in .ckpt or .safetensors, got {output}")
-    check_destinations([path], [output], overwrite)
-    source = open_file(path, allow_pickle)
+    check_destinations([path.path if isinstance(path, Source) else path], [output], overwrite)
+    source = path if isinstance(path, Source) else open_file(path, allow_pickle)
     table = plan_network(source, shapes, rename, what)
     layout = {name: (shapes[name], dtype) for name in table}
     with CheckpointWriter(output, layout) as writer:
