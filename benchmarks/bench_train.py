@@ -4,14 +4,15 @@ Model: SVD-XT at half width (160/320/640/640 channels), 8 frames, 128×128 (16×
 weights (at 16 frames, 256×256 MindSpore's worker was OOM-killed above 16.6 GB with the element-wise AdamW of
 that time; at these defaults it peaks at 8.6 GiB, 16.8 GiB before the fused AdamW). MindSpore trains ExVideo's set (the temporal attention blocks with the position table and conv)
 with the other weights frozen in fp32 (train.py's CPU default; ``--frozen fp16`` for the other), recompute on, AdamW, dynamic loss scale. PyTorch trains
-the same blocks of diffusers' UNet (without ExVideo's table and conv, which diffusers does not have) in fp32
-with autograd, gradient checkpointing and torch.optim.AdamW. Each framework runs in its own process; we
+the same set on diffusers' UNet given ExVideo's table and conv (benchmarks/torch_exvideo.py, equal to ours:
+tests/test_torch_exvideo.py) in fp32 with autograd, gradient checkpointing and torch.optim.AdamW. Each framework runs in its own process; we
 report the first step (MindSpore: graph compilation included), the steady step (mean of the rest), peak RSS.
 
-    python -m benchmarks.bench_train [--steps 3] [--frames 8] [--size 16] [--frozen fp32|fp16] [--modes exvideo,lora,full]
+    python -m benchmarks.bench_train [--steps 3] [--frames 8] [--size 16] [--frozen fp32|fp16] [--modes exvideo,temporal_only,lora,full]
 
-``--modes`` compares train.py's modes, each in its own pair of processes: ``lora`` (rank 16 on the q/k/v/out
-projections of every attention, SVD_Xtend's recipe; PyTorch through PEFT) and ``full`` (the whole UNet).
+``--modes`` compares train.py's modes, each in its own pair of processes: ``temporal_only`` (every temporal
+layer), ``lora`` (rank 16 on the q/k/v/out projections of every attention, SVD_Xtend's recipe; PyTorch through
+PEFT) and ``full`` (the whole UNet). Both sides have ExVideo's table and conv in every mode.
 
 ``--zero`` instead writes the per-rank memory of the ZeRO stages (train/zero.py) on a 96-channel model
 (SVD-XT has 320, mid-size 160): one process, and two msrun CPU workers at each stage 0/1/2 (2 steps, 2 frames,
@@ -33,7 +34,8 @@ from benchmarks.common import (THREADS, Timer, append_section, emit, limit_threa
                                record, run_worker)
 
 MID_WIDTH, HEAD_CHANNELS = 160, 32
-MODES = ("exvideo", "lora", "full")  # train.py's modes compared (--modes)
+MODES = ("exvideo", "temporal_only", "lora", "full")  # train.py's modes compared (--modes)
+NUM_POSITIONS = 128  # configs/exvideo_svd_128f.yaml's position table, given to both sides
 LORA_RANK = 16  # SVD_Xtend's LoRA recipe: rank 16 on to_q/to_k/to_v/to_out.0 of every attention, spatial and temporal
 LORA_TARGETS = ("spatial_attention", "temporal_attention")
 ZERO_WIDTH = 96  # --zero: two workers at MID_WIDTH were OOM-killed (12 GiB each, measured) on a 24 GiB machine;
@@ -213,18 +215,19 @@ def worker_torch(frames, size, steps, mode="exvideo"):
     import torch
     from diffusers import UNetSpatioTemporalConditionModel
     torch.set_num_threads(THREADS)
+    from benchmarks.torch_exvideo import add_exvideo, trainable_set
     unet = UNetSpatioTemporalConditionModel(block_out_channels=(MID_WIDTH, 2 * MID_WIDTH, 4 * MID_WIDTH, 4 * MID_WIDTH),
                                             num_attention_heads=(5, 10, 20, 20))
-    unet.requires_grad_(mode == "full")
-    if mode == "exvideo":
-        for name, module in unet.named_modules():
-            if name.endswith("temporal_transformer_blocks") or name.endswith("time_pos_embed"):
-                module.requires_grad_(True)
-    elif mode == "lora":  # PEFT on the same layers (PEFT full-matches a string target against module paths)
+    add_exvideo(unet, NUM_POSITIONS)  # the same network as ours: ExVideo's table and conv (tests/test_torch_exvideo.py)
+    unet.requires_grad_(False)
+    if mode == "lora":  # PEFT on the same layers (PEFT full-matches a string target against module paths)
         from exvideo_ms import lora
         from peft import LoraConfig, inject_adapter_in_model
         unet = inject_adapter_in_model(LoraConfig(r=LORA_RANK, lora_alpha=LORA_RANK, init_lora_weights=True,
                                                   target_modules=".*(" + lora.kinds_pattern(LORA_TARGETS) + ")"), unet)
+    else:
+        for prm in trainable_set(unet, mode):
+            prm.requires_grad_(True)
     trainable = [p for p in unet.parameters() if p.requires_grad]
     unet.enable_gradient_checkpointing()
     unet.train()
@@ -290,9 +293,10 @@ def main():
                run_worker("benchmarks.bench_train", ["torch", *common, "--modes", m], timeout=7200)] for m in modes}
     lines = [f"`python -m benchmarks.bench_train --modes {a.modes}` — one training step, mid-size SVD-XT (half width), "
              f"{a.frames} frames, {a.size * 8}×{a.size * 8}, batch 1, random weights; steady = mean of steps 2..{a.steps}. "
-             "exvideo: MindSpore trains the temporal blocks with ExVideo's table and conv, PyTorch the same blocks of "
-             "diffusers' UNet (which has neither); lora: rank-16 branches on to_q/to_k/to_v/to_out.0 of every "
-             "attention (ours; PEFT on diffusers' UNet), on top of the ExVideo extension on our side; full: the whole UNet.",
+             "Both sides are the same network, ExVideo's 128-row table and conv included (PyTorch: diffusers' UNet "
+             "patched by benchmarks/torch_exvideo.py), and train the same set: exvideo: the temporal transformers with "
+             "the table and conv; temporal_only: every temporal layer; lora: rank-16 branches on to_q/to_k/to_v/to_out.0 "
+             "of every attention (ours; PEFT on the PyTorch side); full: the whole UNet.",
              "", "| mode | framework | trainable | first step (s) | steady step (s) | peak RSS (GiB) | ms/torch time | ms/torch RSS |",
              "|---|---|---|---|---|---|---|---|"]
     for m, (ms_r, th_r) in res.items():
