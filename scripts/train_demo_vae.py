@@ -1,6 +1,7 @@
 """Train the demo model's temporal VAE (encoder + quant_conv + VideoDecoder) with a short recipe of ours:
-reconstruction (mean squared error on [-1, 1] pixels) + β·KL of the diagonal Gaussian posterior, on clips of
-the synthetic dataset, in graph mode with the project's AdamW and train step. The image encoder is a small
+reconstruction (squared error on [-1, 1] pixels, the objects of the dataset's masks optionally weighted more:
+--object-weight) + β·KL of the diagonal Gaussian posterior, on clips of the synthetic dataset (held in memory), in
+graph mode with the project's AdamW and train step. The image encoder is a small
 ViT of OpenCLIP's class with fixed random weights (seeded); it is saved with the VAE.
 
     python scripts/train_demo_vae.py --config configs/demo/base.yaml --data data/demo/train --output out/vae \
@@ -43,6 +44,51 @@ LOGVAR_RANGE = (-30.0, 20.0)  # clamp of the posterior log-variance, as sgm's Di
 
 
 HELDOUT_CLIPS = 16  # clips of the held-out split whose reconstruction PSNR is logged
+# --object-weight: the object pixels' masks are grown by this many pixels, so that the antialiased border (a blend of
+# the object's colour with the background's) counts as object too
+OBJECT_EDGE = 1
+
+
+def object_weights(labels: np.ndarray, weight: float) -> np.ndarray:
+    """Per-pixel loss weights (T, 1, H, W) float32 from label maps (T, H, W) (0 = background): 1 on the background,
+    1 + ``weight`` on the objects grown by OBJECT_EDGE pixels."""
+    import cv2
+    kernel = np.ones((2 * OBJECT_EDGE + 1,) * 2, np.uint8)
+    grown = np.stack([cv2.dilate((frame > 0).astype(np.uint8), kernel) for frame in labels])
+    return (1.0 + weight * grown.astype(np.float32))[:, None]
+
+
+class ObjectClips:
+    """Every clip of a make_synthetic_dataset.py folder with its label maps, held in memory (300 clips of 32 frames at
+    64² take 160 MB): random windows of ``frames`` frames with the loss weights of ``object_weights``."""
+
+    def __init__(self, root, frames: int, size: int, weight: float):
+        from exvideo_ms.media import read_video
+        root = Path(root)
+        self.frames, self.weight, self.videos, self.labels = frames, weight, [], []
+        for item in json.loads((root / "metadata.json").read_text()):
+            mask_file = root / "masks" / (Path(item["path"]).stem + ".npz")
+            if not mask_file.is_file():
+                raise FileNotFoundError(f"{mask_file}: missing; the demo VAE trainer reads the object masks of every "
+                                        f"clip ({item['path']}), which scripts/make_synthetic_dataset.py writes")
+            video, labels = read_video(root / item["path"]), np.load(mask_file)["labels"]
+            if video.shape[1:3] != (size, size) or labels.shape != video.shape[:3]:
+                raise ValueError(f"{root / item['path']}: frames {video.shape[1:3]} and masks {labels.shape}, expected "
+                                 f"{len(video)} frames of {size}x{size} pixels (the config's sampling size) in both")
+            if len(video) < frames:
+                raise ValueError(f"{root / item['path']}: {len(video)} frames, --frames asks for {frames}")
+            self.videos.append(video)
+            self.labels.append(labels)
+
+    def batch(self, rng: np.random.Generator, clips: int):
+        """(frames (B, T, 3, H, W) in [-1, 1], loss weights (B·T, 1, H, W)) of ``clips`` random windows."""
+        from exvideo_ms.models.conditioner import to_model_range
+        frames, weights = [], []
+        for i in rng.integers(0, len(self.videos), clips):
+            start = int(rng.integers(0, len(self.videos[i]) - self.frames + 1))
+            frames.append(to_model_range(self.videos[i][start:start + self.frames]))
+            weights.append(object_weights(self.labels[i][start:start + self.frames], self.weight))
+        return np.stack(frames), np.concatenate(weights)
 
 
 def posterior_modes(vae, clips: np.ndarray) -> np.ndarray:
@@ -52,27 +98,39 @@ def posterior_modes(vae, clips: np.ndarray) -> np.ndarray:
     return np.concatenate([vae.encode(Tensor(flat[i:i + 8])).asnumpy() for i in range(0, len(flat), 8)])
 
 
-def reconstruction_psnr(vae, clips: np.ndarray, frames: int, modes: Optional[np.ndarray] = None) -> float:
-    """PSNR (dB, peak-to-peak 2 on [-1, 1]) of ``clips`` (B, T, 3, H, W) through the posterior mode (``modes`` if
-    already encoded) and the decoder, ``frames`` frames per decoded video."""
+def reconstruct(vae, clips: np.ndarray, frames: int, modes: Optional[np.ndarray] = None) -> np.ndarray:
+    """``clips`` (B, T, 3, H, W) in [-1, 1] through the posterior mode (``modes`` if already encoded) and the
+    decoder, ``frames`` frames per decoded video -> (B·T, 3, H, W) clipped to [-1, 1]."""
     from mindspore import Tensor
-
-    from exvideo_ms import evaluation
     modes = posterior_modes(vae, clips) if modes is None else modes
     recon = np.concatenate([vae.decode(Tensor(modes[i:i + frames]), frames).asnumpy()
                             for i in range(0, len(modes), frames)])
-    return evaluation.psnr(np.clip(recon, -1, 1), clips.reshape(recon.shape), peak=2.0)
+    return np.clip(recon, -1, 1)
+
+
+def object_psnrs(recon: np.ndarray, clips: np.ndarray, labels: np.ndarray) -> list:
+    """Object-region PSNR (dB, evaluation.object_psnr on 0..255) of the first frame of every clip, for every object
+    of its label map: recon (B·T, 3, H, W) and clips (B, T, 3, H, W) in [-1, 1], labels (B, T, H, W)."""
+    from exvideo_ms import evaluation
+    to_uint8 = lambda x: np.round((np.moveaxis(x, -3, -1) + 1) * 127.5).astype(np.uint8)  # noqa: E731
+    t = clips.shape[1]
+    out = []
+    for b in range(len(clips)):
+        frame, image = to_uint8(recon[b * t]), to_uint8(clips[b, 0])
+        out += [evaluation.object_psnr(frame, image, mask) for mask in evaluation.object_masks(labels[b, 0]).values()]
+    return out
 
 
 class VAELoss(nn.Cell):
-    """Reconstruction MSE + KL_WEIGHT·KL of the encoder's diagonal Gaussian, decoded by the temporal decoder."""
+    """Reconstruction error + KL_WEIGHT·KL of the encoder's diagonal Gaussian, decoded by the temporal decoder. The
+    error is the squared error averaged with per-pixel weights (all ones: the MSE); the plain MSE is returned too."""
 
     def __init__(self, vae):
         super().__init__()
         self.vae = vae
 
-    def construct(self, frames, eps):
-        """frames (B, T, 3, H, W) in [-1, 1]; eps (B·T, z, h, w) unit noise -> (total, mse)."""
+    def construct(self, frames, eps, weights):
+        """frames (B, T, 3, H, W) in [-1, 1]; eps (B·T, z, h, w) unit noise; weights (B·T, 1, H, W) -> (total, mse)."""
         b, t = frames.shape[0], frames.shape[1]
         x = frames.reshape((b * t,) + frames.shape[2:])
         moments = self.vae.quant_conv(self.vae.encoder(x))
@@ -80,9 +138,10 @@ class VAELoss(nn.Cell):
         mean, logvar = moments[:, :z_ch], ops.clamp(moments[:, z_ch:], LOGVAR_RANGE[0], LOGVAR_RANGE[1])
         z = mean + ops.exp(0.5 * logvar) * eps
         recon = self.vae.decoder(z, t).astype(ms.float32)
-        mse = ((recon - x) ** 2).mean()
+        squared = (recon - x) ** 2
+        weighted = (squared * weights).mean() / weights.mean()
         kl = 0.5 * (mean ** 2 + ops.exp(logvar) - 1.0 - logvar).mean()
-        return mse + KL_WEIGHT * kl, mse
+        return weighted + KL_WEIGHT * kl, squared.mean()
 
 
 def main(argv=None) -> int:
@@ -93,24 +152,29 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch", type=int, default=2, help="clips per step")
     p.add_argument("--frames", type=int, default=8, help="frames per clip (the decoder's temporal layers see them)")
-    p.add_argument("--crop", type=int, default=0,
-                   help="train on random square crops of this size (the same place in every frame of a clip): "
-                        "a quarter of the pixels per clip at half the size, so 4x the clips per second")
+    p.add_argument("--object-weight", type=float, default=0.0,
+                   help="extra loss weight of the object pixels (the dataset's masks/): 1 + this on objects, 1 elsewhere")
+    p.add_argument("--init", default=None,
+                   help="start from the VAE of this checkpoint (an encoders.ckpt of this script) instead of random")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mode", type=int, default=0)
-    p.add_argument("--workers", type=int, default=0, help="data loader processes (0: decode in this process)")
-    p.add_argument("--heldout", default=None, help="held-out dataset root: its reconstruction PSNR is logged")
+    p.add_argument("--heldout", default=None,
+                   help="held-out dataset root: its reconstruction PSNR and first frames' object PSNRs are logged")
     p.add_argument("--eval-every", type=int, default=100, help="steps between held-out evaluations")
     a = p.parse_args(argv)
+    if a.object_weight < 0:
+        p.error(f"--object-weight must be >= 0, got {a.object_weight}")
+    if a.init and not Path(a.init).is_file():
+        p.error(f"--init: no such file: {a.init}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     from mindspore import Tensor
     from tqdm import tqdm
 
-    from exvideo_ms import backend
-    from exvideo_ms.checkpoint import save_network
+    from exvideo_ms import backend, evaluation
+    from exvideo_ms.checkpoint import load_checkpoint, save_network
     from exvideo_ms.config import load_config, save_config
-    from exvideo_ms.data.dataset import DataOptions, VideoClipSource, batches
+    from exvideo_ms.models.conditioner import to_model_range
     from exvideo_ms.models.svd import build_model
     from exvideo_ms.train.log import plot_loss
     from exvideo_ms.train.optim import AdamW
@@ -126,6 +190,9 @@ def main(argv=None) -> int:
     bias = qc.bias.asnumpy()
     bias[cfg.vae.z_channels:] = INIT_LOGVAR
     qc.bias.set_data(Tensor(bias))
+    if a.init:  # the image encoder stays the seeded one: it is not trained
+        load_checkpoint(model, a.init, ignore=lambda n: not n.startswith("vae."),
+                        may_miss=lambda n: n.startswith("image_encoder."))
     params = list(model.vae.get_parameters())
     loss_cell, optimizer = VAELoss(model.vae), AdamW(params, eps=1e-8, weight_decay=0.0)
 
@@ -134,35 +201,31 @@ def main(argv=None) -> int:
         s.set_train(True)
         return s
     size = cfg.sampling.height or 64
-    data = DataOptions(path=a.data, format="metadata", num_frames=a.frames, start="random", height=size,
-                       width=cfg.sampling.width or size, fps=8.0, motion_bucket_id=0.0, num_workers=a.workers)
-    source = VideoClipSource(data, a.seed)
+    clips = ObjectClips(a.data, a.frames, size, a.object_weight)
     out = Path(a.output)
     out.mkdir(parents=True, exist_ok=True)
     log = out / "log.jsonl"
     log.write_text("")
-    latent_shape = None
     heldout = None
     if a.heldout:  # the first a.frames frames of HELDOUT_CLIPS held-out clips, decoded as one video each
-        held = DataOptions(**{**dataclasses.asdict(data), "path": a.heldout, "start": "fixed", "num_workers": 0})
-        heldout = next(batches(VideoClipSource(held, a.seed), list(range(HELDOUT_CLIPS)), HELDOUT_CLIPS, 0))["frames"]
+        held = ObjectClips(a.heldout, a.frames, size, 0.0)
+        heldout = (np.stack([to_model_range(v[:a.frames]) for v in held.videos[:HELDOUT_CLIPS]]),
+                   np.stack([lab[:a.frames] for lab in held.labels[:HELDOUT_CLIPS]]))
 
-    def heldout_psnr():
+    def heldout_psnrs():
+        """(whole-frame PSNR over every frame on [-1, 1], object PSNRs of the first frames on 0..255)"""
         model.vae.set_train(False)
-        value = reconstruction_psnr(model.vae, heldout, a.frames)
+        recon = reconstruct(model.vae, heldout[0], a.frames)
         model.vae.set_train(True)
-        return value
+        whole = evaluation.psnr(recon, heldout[0].reshape(recon.shape), peak=2.0)
+        return whole, object_psnrs(recon, *heldout)
     t_start = time.time()
-    loader = batches(source, list(range(a.steps * a.batch)), a.batch, data.num_workers)
     rng = np.random.default_rng(a.seed)
-    for i, batch in enumerate(tqdm(loader, total=a.steps, desc="training the demo VAE")):
-        frames = batch["frames"]
-        if a.crop:
-            top, left = rng.integers(0, frames.shape[3] - a.crop + 1, (2, frames.shape[0]))
-            frames = np.stack([f[:, :, y:y + a.crop, x:x + a.crop] for f, y, x in zip(frames, top, left)])
-        if latent_shape is None:
-            f = 2 ** (len(cfg.vae.ch_mult) - 1)
-            latent_shape = (frames.shape[0] * frames.shape[1], cfg.vae.z_channels, frames.shape[3] // f, frames.shape[4] // f)
+    f = 2 ** (len(cfg.vae.ch_mult) - 1)
+    latent_shape = (a.batch * a.frames, cfg.vae.z_channels, size // f, (cfg.sampling.width or size) // f)
+    record = {}
+    for i in tqdm(range(a.steps), desc="training the demo VAE"):
+        frames, weights = clips.batch(rng, a.batch)
         eps = rng.standard_normal(latent_shape).astype(np.float32)
         # 50-step warm-up, then cosine decay to a tenth
         lr_i = Tensor(a.lr * min(1.0, (i + 1) / 50) * (0.1 + 0.45 * (1 + np.cos(np.pi * i / a.steps))), ms.float32)
@@ -172,12 +235,14 @@ def main(argv=None) -> int:
                 gc.collect()
                 ms.ms_memory_recycle()
             step = new_step()  # same parameters and optimizer state, a freshly compiled graph
-        total, mse, finite, _ = step(lr_i, True, Tensor(frames), Tensor(eps))
+        total, mse, finite, _ = step(lr_i, True, Tensor(frames), Tensor(eps), Tensor(weights))
         record = {"step": i + 1, "loss": float(mse.asnumpy()), "weighted_loss": float(total.asnumpy()),
                   "overflow": not bool(finite.asnumpy())}
         if heldout is not None and ((i + 1) % a.eval_every == 0 or i + 1 == a.steps):
-            record["heldout_psnr_db"] = round(heldout_psnr(), 2)
-            logging.info("step %d: held-out reconstruction PSNR %.2f dB", i + 1, record["heldout_psnr_db"])
+            whole, objects = heldout_psnrs()
+            record.update(heldout_psnr_db=round(whole, 2), heldout_object_psnr_db=[round(v, 2) for v in objects])
+            logging.info("step %d: held-out reconstruction PSNR %.2f dB; first frames' objects: median %.2f, "
+                         "lowest %.2f dB", i + 1, whole, np.median(objects), min(objects))
         with open(log, "a") as fh:
             fh.write(json.dumps(record) + "\n")
     train_seconds = time.time() - t_start
@@ -185,18 +250,21 @@ def main(argv=None) -> int:
 
     # latent scale: 1/std of the posterior means over training frames, so scaled latents have unit variance
     model.vae.set_train(False)
-    probe = next(batches(source, list(range(10_000, 10_016)), 16, 0))["frames"]
+    probe = clips.batch(np.random.default_rng(10_000), 16)[0]  # 16 training windows
     modes = posterior_modes(model.vae, probe)
     scale = float(1.0 / modes.std())
-    psnr = reconstruction_psnr(model.vae, probe, a.frames, modes)
+    psnr = evaluation.psnr(reconstruct(model.vae, probe, a.frames, modes), probe.reshape((-1,) + probe.shape[2:]),
+                           peak=2.0)
     new_cfg = dataclasses.replace(cfg, vae=dataclasses.replace(cfg.vae, scale_factor=round(scale, 5)))
     save_config(new_cfg, out / f"{cfg.name}.yaml",
                 header=f"# {cfg.name} with the VAE scale factor of scripts/train_demo_vae.py (1/std of the latents)")
     save_network(model, out / "encoders.ckpt")
-    summary = {"steps": a.steps, "batch_clips": a.batch, "frames": a.frames, "crop": a.crop, "seconds": round(train_seconds, 1),
+    summary = {"steps": a.steps, "batch_clips": a.batch, "frames": a.frames,
+               "object_weight": a.object_weight, "init": a.init, "seconds": round(train_seconds, 1),
                "final_mse": float(np.mean([json.loads(x)["loss"] for x in log.read_text().splitlines()[-50:]])),
                "reconstruction_psnr_db": round(psnr, 2),
                "heldout_reconstruction_psnr_db": record.get("heldout_psnr_db"),  # evaluated at the last step
+               "heldout_object_psnr_db": record.get("heldout_object_psnr_db"),
                "scale_factor": round(scale, 5), "kl_weight": KL_WEIGHT}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary))
