@@ -51,7 +51,9 @@ def batch(frames: int, size: int, seed: int = 0):
                 noise=g.standard_normal((1, frames, 4, size, size)).astype(np.float32))
 
 
-def worker_mindspore(frames, size, steps, frozen="fp32", mode="exvideo"):
+def mindspore_setup(frames, size, frozen="fp32", mode="exvideo", recompute=True):
+    """The mid-size UNet of ``mode`` (graph mode, CPU), its trainable parameters, the denoising loss and its
+    inputs, as the MindSpore worker trains them."""
     import mindspore as ms
     from mindspore import Tensor
 
@@ -60,8 +62,6 @@ def worker_mindspore(frames, size, steps, frozen="fp32", mode="exvideo"):
     from exvideo_ms.config import load_config
     from exvideo_ms.models.svd import build_model
     from exvideo_ms.train.loss import DenoisingLoss
-    from exvideo_ms.train.optim import AdamW
-    from exvideo_ms.train.step import LossScaleOptions, TrainStep
     from exvideo_ms.train.trainable import configure, set_recompute, trainable_names
     setup_device("CPU", mode=0)
     cfg = load_config("configs/exvideo_svd_128f.yaml")
@@ -72,11 +72,22 @@ def worker_mindspore(frames, size, steps, frozen="fp32", mode="exvideo"):
         lora.add_lora(unet, cfg, LORA_RANK, LORA_RANK, lora.kinds_pattern(LORA_TARGETS))
     names = trainable_names(unet, mode, True)
     trainable = configure(unet, names, ms.float16 if frozen == "fp16" else ms.float32)
-    set_recompute(unet)
-    step = TrainStep(DenoisingLoss(unet, "exvideo", 1.01, 256), AdamW(trainable), LossScaleOptions())
-    step.set_train(True)
+    if recompute:
+        set_recompute(unet)
     b = batch(frames, size)
     args = [Tensor(b[k]) for k in ("latents", "cond", "clip", "ids", "sigma", "noise")]
+    return unet, trainable, DenoisingLoss(unet, "exvideo", 1.01, 256), args
+
+
+def worker_mindspore(frames, size, steps, frozen="fp32", mode="exvideo"):
+    import mindspore as ms
+    from mindspore import Tensor
+
+    from exvideo_ms.train.optim import AdamW
+    from exvideo_ms.train.step import LossScaleOptions, TrainStep
+    unet, trainable, loss, args = mindspore_setup(frames, size, frozen, mode)
+    step = TrainStep(loss, AdamW(trainable), LossScaleOptions())
+    step.set_train(True)
     times = []
     for _ in range(steps):
         with Timer() as t:
@@ -211,11 +222,14 @@ def zero_projection(ranks=(1, 8, 16)) -> None:
     append_section("ZeRO stages: projected per-NPU memory, full-size ExVideo", lines)
 
 
-def worker_torch(frames, size, steps, mode="exvideo"):
+def torch_setup(frames, size, mode="exvideo", checkpointing=True):
+    """The same network in PyTorch (diffusers' UNet with ExVideo's additions), its trainable parameters and a
+    function computing the loss, as the PyTorch worker trains them."""
     import torch
     from diffusers import UNetSpatioTemporalConditionModel
-    torch.set_num_threads(THREADS)
+
     from benchmarks.torch_exvideo import add_exvideo, trainable_set
+    torch.set_num_threads(THREADS)
     unet = UNetSpatioTemporalConditionModel(block_out_channels=(MID_WIDTH, 2 * MID_WIDTH, 4 * MID_WIDTH, 4 * MID_WIDTH),
                                             num_attention_heads=(5, 10, 20, 20))
     add_exvideo(unet, NUM_POSITIONS)  # the same network as ours: ExVideo's table and conv (tests/test_torch_exvideo.py)
@@ -229,21 +243,31 @@ def worker_torch(frames, size, steps, mode="exvideo"):
         for prm in trainable_set(unet, mode):
             prm.requires_grad_(True)
     trainable = [p for p in unet.parameters() if p.requires_grad]
-    unet.enable_gradient_checkpointing()
+    if checkpointing:
+        unet.enable_gradient_checkpointing()
     unet.train()
-    opt = torch.optim.AdamW(trainable, lr=1e-5)
     b = {k: torch.from_numpy(v) for k, v in batch(frames, size).items()}
+
+    def loss():
+        s = b["sigma"].reshape(1, 1, 1, 1, 1)
+        x = b["latents"] + s * b["noise"]
+        inp = torch.cat([x / (s ** 2 + 1) ** 0.5, b["cond"][:, None].expand(-1, frames, -1, -1, -1)], 2)
+        out = unet(inp, 0.25 * torch.log(b["sigma"]), b["clip"], b["ids"]).sample
+        x0 = x / (s ** 2 + 1) - s / (s ** 2 + 1) ** 0.5 * out
+        return (((x0 - 1.01 * b["latents"]) ** 2).mean() * (b["sigma"] ** 2 + 1) ** 0.5 / b["sigma"]).sum()
+    return unet, trainable, loss
+
+
+def worker_torch(frames, size, steps, mode="exvideo"):
+    import torch
+    unet, trainable, loss = torch_setup(frames, size, mode)
+    opt = torch.optim.AdamW(trainable, lr=1e-5)
     times = []
     for _ in range(steps):
         with Timer() as t:
-            s = b["sigma"].reshape(1, 1, 1, 1, 1)
-            x = b["latents"] + s * b["noise"]
-            inp = torch.cat([x / (s ** 2 + 1) ** 0.5, b["cond"][:, None].expand(-1, frames, -1, -1, -1)], 2)
-            out = unet(inp, 0.25 * torch.log(b["sigma"]), b["clip"], b["ids"]).sample
-            x0 = x / (s ** 2 + 1) - s / (s ** 2 + 1) ** 0.5 * out
-            loss = ((x0 - 1.01 * b["latents"]) ** 2).mean() * (b["sigma"] ** 2 + 1) ** 0.5 / b["sigma"]
+            value = loss()
             opt.zero_grad()
-            loss.sum().backward()
+            value.backward()
             opt.step()
         times.append(t.seconds)
         gc.collect()
