@@ -8,7 +8,9 @@
 exvideo.ckpt = the EMA-averaged ExVideo blocks of the 32-frame model; both YAML configs; held-out first
 frames; loss curves) and measures it for MODEL_CARD.md: held-out denoising loss against the same networks at
 random initialisation, and the first-frame PSNR, motion and drift of generated videos against the ranges of
-the held-out clips. ``lora`` adds the orbit LoRA (issue 20) to a bundle: the file, an orbit held-out first frame,
+the held-out clips, and every object of each held-out image (issue 19: its region's PSNR in frame 0, its colour
+and presence through the video, against the held-out clips' own ranges), with README's picture (``demo_strip.png``:
+the input and frames of README's first command). ``lora`` adds the orbit LoRA (issue 20) to a bundle: the file, an orbit held-out first frame,
 and its held-out loss with and without it.
 """
 from __future__ import annotations
@@ -29,6 +31,8 @@ EXTEND = 4  # ExVideo post-tuning extends the base frame count 4x
 DEMO_SEED = 0  # generation seed of the measured videos
 HELDOUT_IMAGES = 4  # first frames bundled in assets/demo/heldout
 HELDOUT_CLIPS = 8  # held-out clips of the loss measurement
+STRIP = "demo_strip.png"  # README's picture: the input and frames of README's first command, side by side
+STRIP_FRAMES = (0, 8, 16, 24, 31)
 
 
 def exvideo_config(base_config: str, output: str) -> None:
@@ -86,19 +90,56 @@ def measure(run: Path, assets: Path) -> dict:
                                            cfg.sampling.fps, cfg.sampling.motion_bucket_id, cfg.vae.encode_scale)
         pipe = SVDPipeline(model, cfg)
         videos = []
-        for img in sorted((assets / "heldout").glob("*.png"))[:2]:
+        for img in sorted((assets / "heldout").glob("*.png")):
             video = pipe(str(img), seed=DEMO_SEED, progress=False)
             from exvideo_ms.media import load_image
             first = load_image(img)
+            vae_only = vae_reconstruction(model.vae, first, cfg.sampling.decode_window or frames)
+            labels = np.load(run / "data" / "heldout" / "masks" / (img.stem + ".npz"))["labels"][0]
             videos.append({"image": img.name, "first_frame_psnr_db": round(evaluation.psnr(video[0], first), 2),
-                           "vae_only_psnr_db": round(evaluation.psnr(
-                               vae_reconstruction(model.vae, first, cfg.sampling.decode_window or frames), first), 2),
+                           "vae_only_psnr_db": round(evaluation.psnr(vae_only, first), 2),
                            "motion": round(evaluation.motion(video), 2),
-                           "drift": evaluation.drift(video).round(2).tolist()})
+                           "drift": evaluation.drift(video).round(2).tolist(),
+                           "objects": object_figures(video, first, labels, vae_only)})
+            if kind == "exvideo" and img.name == Path(I2V_IMAGE).name:
+                write_strip(first, video, assets / STRIP)
         out[kind] = {"frames": frames, "heldout_denoising_loss": round(trained, 5),
                      "random_init_denoising_loss": round(random, 5), "ratio": round(trained / random, 4),
-                     "videos": videos, "data": evaluation.data_ranges(run / "data" / "heldout", frames)}
+                     "videos": videos, "data": evaluation.data_ranges(run / "data" / "heldout", frames),
+                     "data_objects": evaluation.object_ranges(run / "data" / "heldout", frames)}
     return out
+
+
+I2V_IMAGE = "assets/demo/heldout/clip_00000.png"  # configs/demo/i2v.yaml's image: README's first command
+
+
+def object_figures(video: np.ndarray, image: np.ndarray, labels: np.ndarray, vae_only: np.ndarray) -> list:
+    """Per object of ``labels`` (the input's label map): frame 0's object-region PSNR against the input (and the
+    VAE alone's), the largest colour ΔE*ab over the frames where it is present, and whether it is present in
+    each frame (evaluation.object_measures)."""
+    from exvideo_ms import evaluation
+    masks = evaluation.object_masks(labels)
+    out = []
+    for obj in evaluation.object_measures(video, image, labels):
+        present = np.asarray(obj["present"])
+        errors = np.asarray(obj["delta_e"])[present]
+        out.append({"id": obj["id"], "area": int((labels == obj["id"]).sum()),
+                    "first_frame_psnr_db": round(obj["first_frame_psnr"], 2),
+                    "vae_only_psnr_db": round(evaluation.object_psnr(vae_only, image, masks[obj["id"]]), 2),
+                    "max_delta_e": round(float(errors.max()), 2) if errors.size else None,
+                    "present": present.tolist()})
+    return out
+
+
+def write_strip(image: np.ndarray, video: np.ndarray, path: Path, scale: int = 2) -> None:
+    """The input and STRIP_FRAMES of ``video`` side by side, 4 px apart, enlarged ``scale``× (nearest)."""
+    from PIL import Image
+    tiles = [image] + [video[i] for i in STRIP_FRAMES if i < len(video)]
+    h, w = image.shape[:2]
+    strip = np.full((h, len(tiles) * (w + 4) - 4, 3), 255, np.uint8)
+    for k, tile in enumerate(tiles):
+        strip[:, k * (w + 4):k * (w + 4) + w] = tile
+    Image.fromarray(strip).resize((strip.shape[1] * scale, h * scale), Image.NEAREST).save(path, optimize=True)
 
 
 def bundle(run: Path, assets: Path) -> None:
@@ -219,6 +260,40 @@ def _final(log: Path, n: int = 100) -> float:
 
 
 TARGET_PSNR_DB, TARGET_LOSS_RATIO = 20.0, 0.5  # issue 6: first frame vs input image; held-out loss vs random init
+TARGET_OBJECT_PSNR_DB = 22.0  # issue 19: every object's region in frame 0 against the input image
+
+
+def _object_targets(b: dict, e: dict) -> str:
+    """One line per model and image for the targets of issue 19, met or not, with the measured figures."""
+    def mark(ok):
+        return "met" if ok else "**not met**"
+    rows = []
+    for name, f in (("base", b), ("extended", e)):
+        limit = f["data_objects"]["delta_e_max"]
+        for v in f["videos"]:
+            objs = v["objects"]
+            psnr = min(o["first_frame_psnr_db"] for o in objs)
+            lost = sum(o["max_delta_e"] is None for o in objs)  # never found in any frame
+            worst = max((o["max_delta_e"] for o in objs if o["max_delta_e"] is not None), default=None)
+            colour = (f"{lost} object(s) never found in any frame" if lost else
+                      f"largest colour ΔE*ab where present {worst} (held-out data's largest: {limit:.1f})")
+            last = all(o["present"][-1] for o in objs)
+            rows.append(f"- {name}, {v['image']} ({len(objs)} object{'s' if len(objs) > 1 else ''}): lowest object-region "
+                        f"PSNR in frame 0 {psnr} dB (target ≥ {TARGET_OBJECT_PSNR_DB}): {mark(psnr >= TARGET_OBJECT_PSNR_DB)}; "
+                        f"{colour}: {mark(not lost and worst <= limit)}; every object present in the last frame: "
+                        f"{mark(last)}")
+    return "\n".join(rows)
+
+
+def _object_table(b: dict, e: dict) -> str:
+    rows = ["| image | object (area px) | VAE alone | base: frame 0 PSNR / max ΔE / frames present | "
+            "extended: frame 0 PSNR / max ΔE / frames present |", "|---|---|---|---|---|"]
+    for vb, ve in zip(b["videos"], e["videos"]):
+        for ob, oe in zip(vb["objects"], ve["objects"]):
+            rows.append(f"| {vb['image']} | {ob['id']} ({ob['area']}) | {ob['vae_only_psnr_db']} dB | "
+                        f"{ob['first_frame_psnr_db']} dB / {ob['max_delta_e']} / {sum(ob['present'])} of {len(ob['present'])} | "
+                        f"{oe['first_frame_psnr_db']} dB / {oe['max_delta_e']} / {sum(oe['present'])} of {len(oe['present'])} |")
+    return "\n".join(rows)
 
 
 def _targets(b: dict, e: dict, vae: dict) -> str:
@@ -242,6 +317,7 @@ def _targets(b: dict, e: dict, vae: dict) -> str:
 
 
 def write_card(run: Path, assets: Path, figures: dict) -> None:
+    from exvideo_ms import evaluation
     times = json.loads((run / "stage_seconds.json").read_text())
     vae = json.loads((run / "vae" / "summary.json").read_text())
     base_state = json.loads((sorted((run / "base" / "checkpoints").glob("step-*"))[-1] / "state.json").read_text())
@@ -279,7 +355,7 @@ the project working end to end offline. It is not SVD, knows nothing about real 
 | | |
 |---|---|
 | data | {len(data_meta)} training clips + {len(heldout_meta)} held-out clips, {clip['frames']} frames, {clip['width']}×{clip['height']}, {clip['fps']:g} fps, seed 0 (shapes that move, bounce, turn and scale over textured backgrounds, some with a camera pan) |
-| VAE | `ch` {v.ch}, `ch_mult` {list(v.ch_mult)} ({smp.height // 2 ** (len(v.ch_mult) - 1)}² × {v.z_channels} latents), trained by `scripts/train_demo_vae.py`: MSE + {vae['kl_weight']}·KL, {vae['steps']} steps of {vae['batch_clips']} clips × {vae['frames']} frames{(' (random ' + str(vae['crop']) + '² crops)') if vae.get('crop') else ''}; {vae['seconds']:.0f} s; GroupNorm {v.norm_groups} groups; reconstruction PSNR {vae['heldout_reconstruction_psnr_db']} dB on held-out frames ({vae['reconstruction_psnr_db']} dB on training frames); latent scale {vae['scale_factor']} (1/std) |
+| VAE | `ch` {v.ch}, `ch_mult` {list(v.ch_mult)} ({smp.height // 2 ** (len(v.ch_mult) - 1)}² × {v.z_channels} latents), trained by `scripts/train_demo_vae.py`: {('squared error with the object pixels weighted ' + str(1 + vae['object_weight']) + '×') if vae.get('object_weight') else 'MSE'} + {vae['kl_weight']}·KL, {vae['steps']} steps of {vae['batch_clips']} clips × {vae['frames']} frames{(' from ' + vae['init']) if vae.get('init') else ''}; {vae['seconds']:.0f} s; GroupNorm {v.norm_groups} groups; reconstruction PSNR {vae['heldout_reconstruction_psnr_db']} dB on held-out frames ({vae['reconstruction_psnr_db']} dB on training frames); latent scale {vae['scale_factor']} (1/std) |
 | image encoder | ViT of OpenCLIP's class ({enc.image_size} px, patch {enc.patch_size}, width {enc.width}, {enc.layers} layers), **fixed random weights** (seed 0): its embedding is a fixed random feature of the first frame, not trained |
 | UNet (base) | {unet_widths} channels, GroupNorm {u.norm_groups} groups, {len(u.channel_mult)} levels, {u.num_res_blocks} res block(s) per level, {base_state['step']} steps from scratch, `train.py` full mode, EDM recipe (ln σ ~ N({bo['loss']['p_mean']}, {bo['loss']['p_std']}²)), batch {bo['batch_size']} × {bo['dataset']['num_frames']} frames, AdamW {bo['optimizer']['lr']}, final training x0-MSE {_final(run / 'base' / 'train_log.jsonl'):.4f} |
 | ExVideo (extended) | `train.py` exvideo mode: the temporal attention blocks + {e['frames']}-row position table + positional conv, {ex_state['step']} steps at {eo['dataset']['num_frames']} frames, batch {eo['batch_size']}, with ExVideo's recipe (σ uniform on {eo['loss']['num_sigmas']} Karras sigmas, target × {eo['loss']['contrast_enhance_scale']}, weight √(1+σ²)/σ), AdamW {eo['optimizer']['lr']}; post-hoc EMA γ 0.9 over {len(list((run / 'exvideo' / 'checkpoints').glob('step-*')))} checkpoints (`svd_tools/ema.py`); final training x0-MSE {_final(run / 'exvideo' / 'train_log.jsonl'):.4f} |
@@ -308,7 +384,25 @@ Held-out data: motion per clip {b['data']['motion'][0]:.2f}–{b['data']['motion
 
 ## Against the targets of issue 6
 
-""" + _targets(b, e, vae) + """
+""" + _targets(b, e, vae) + f"""
+
+## Objects (issue 19)
+
+Every object of each bundled held-out image, tracked through the generated video by its input colour
+(`exvideo_ms/evaluation.py`: the largest connected region within ΔE*ab {evaluation.TRACK_MAX_DELTA_E:g} of the input
+colour, present at {evaluation.PRESENT_AREA_RANGE[0]:g}–{evaluation.PRESENT_AREA_RANGE[1]:g}× its input area); frame 0's
+object-region PSNR is over the object's pixels (1 px eroded) against the input image, on 0..255.
+
+""" + _object_table(b, e) + f"""
+
+The held-out clips themselves, each against its own first frame: colour ΔE*ab of present objects at most
+{b['data_objects']['delta_e_max']:.1f} over {b['frames']} frames ({e['data_objects']['delta_e_max']:.1f} over {e['frames']}; 95th
+percentile {e['data_objects']['delta_e_p95']:.1f}), objects present in {100 * e['data_objects']['present_fraction']:.0f}% of
+(object, frame) pairs: a moving object changes colour only by mp4 compression and by overlapping another object.
+
+## Against the targets of issue 19
+
+""" + _object_targets(b, e) + """
 
 ## Loss curves
 
