@@ -5,6 +5,15 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str):
+    """A script of scripts/ (not a package) imported as a module, e.g. ``load_script("train_demo_vae")``."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 # published key/shape lists of the real checkpoints (no weights), copied from the project's reference material
 KEYS = REPO / "tests" / "data" / "keys"
 

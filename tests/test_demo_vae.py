@@ -1,6 +1,5 @@
 """scripts/train_demo_vae.py's object weighting (issue 19): which pixels weigh more, and the clip windows it
 draws with their masks."""
-import importlib.util
 import json
 import subprocess
 import sys
@@ -8,14 +7,11 @@ import sys
 import numpy as np
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("train_demo_vae", REPO / "scripts" / "train_demo_vae.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("train_demo_vae")
 
 
 def test_object_weights_cover_the_objects_grown_by_their_antialiased_border():

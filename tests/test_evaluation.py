@@ -1,18 +1,14 @@
 """Object-level measures (exvideo_ms/evaluation.py) and the label maps the synthetic dataset writes for them."""
-import importlib.util
 
 import numpy as np
 import pytest
 
 from exvideo_ms import evaluation
-from tests.helpers import REPO
+from tests.helpers import REPO, load_script
 
 
 def _dataset_script():
-    spec = importlib.util.spec_from_file_location("make_synthetic_dataset", REPO / "scripts" / "make_synthetic_dataset.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("make_synthetic_dataset")
 
 
 def test_lab_of_reference_colours():
