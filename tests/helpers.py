@@ -59,14 +59,21 @@ def shapes_only_source(shapes: dict, path="keys.txt"):
 UNET_VIDEOS, UNET_H, UNET_W = 2, 8, 16
 
 
-def unet_inputs(frames: int, seed: int = 0):
+def unet_inputs(frames: int, seed: int = 0, h: int = UNET_H, w: int = UNET_W):
     """(x (B, T, 8, h, w), c_noise (B,), context (B, 1, 32), added-time ids (B, 3)) as NumPy."""
     g = np.random.default_rng(seed)
-    x = g.standard_normal((UNET_VIDEOS, frames, 8, UNET_H, UNET_W)).astype(np.float32)
+    x = g.standard_normal((UNET_VIDEOS, frames, 8, h, w)).astype(np.float32)
     t = np.array([0.25 * np.log(700.0), -0.9], np.float32)  # c_noise per video
     ctx = g.standard_normal((UNET_VIDEOS, 1, 32)).astype(np.float32)
     ids = np.array([[6, 127, 0.02], [29, 40, 0.0]], np.float32)
     return x, t, ctx, ids
+
+
+def torch_unet(unet, x, t, ctx, ids):
+    """diffusers' UNet on ``unet_inputs``, output (B, T, C, h, w) as NumPy."""
+    import torch
+    with torch.no_grad():
+        return unet(torch.from_numpy(x), torch.from_numpy(t), torch.from_numpy(ctx), torch.from_numpy(ids)).sample.numpy()
 
 
 def ms_unet(net, x, t, ctx, ids, dim=8):

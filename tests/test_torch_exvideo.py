@@ -6,28 +6,15 @@ import dataclasses
 
 import numpy as np
 import torch
-from tests.helpers import ms_unet, rel_err
+from tests.helpers import ms_unet, rel_err, torch_unet, unet_inputs
 
 NUM_POSITIONS = 12
 TOL = 1e-4  # as tests/test_unet.py: the same networks without the extension
+SIDE = 16  # square latents (the patched conv's token grid); the tiny UNet's middle block then sees 2x2, the least
+#           the reflect-padded conv takes
 LEAVES = {"positional_embedding.embeddings": "time_proj.embeddings",  # ours -> the patched diffusers transformer's
           "positional_conv.weight": "temporal_transformer_blocks.0.conv.weight",
           "positional_conv.bias": "temporal_transformer_blocks.0.conv.bias"}
-
-
-def _inputs(frames: int, seed: int):
-    """Square 16×16 latents: the tiny UNet's middle block then sees 2×2, the least the reflect-padded conv takes."""
-    g = np.random.default_rng(seed)
-    x = g.standard_normal((2, frames, 8, 16, 16)).astype(np.float32)
-    t = np.array([0.25 * np.log(700.0), -0.9], np.float32)
-    ctx = g.standard_normal((2, 1, 32)).astype(np.float32)
-    ids = np.array([[6, 127, 0.02], [29, 40, 0.0]], np.float32)
-    return x, t, ctx, ids
-
-
-def _torch(unet, x, t, ctx, ids):
-    with torch.no_grad():
-        return unet(torch.from_numpy(x), torch.from_numpy(t), torch.from_numpy(ctx), torch.from_numpy(ids)).sample.numpy()
 
 
 def test_patched_diffusers_unet_equals_ours_with_exvideo(converted, tiny_cfg, aligned_unet):
@@ -62,10 +49,10 @@ def test_patched_diffusers_unet_equals_ours_with_exvideo(converted, tiny_cfg, al
         copied += 1
     assert copied == 3 * len(patched)
     for frames, seed in ((5, 0), (NUM_POSITIONS, 1)):
-        x, t, ctx, ids = _inputs(frames, seed)
-        ref = _torch(theirs_model, x, t, ctx, ids)
+        x, t, ctx, ids = unet_inputs(frames, seed, SIDE, SIDE)
+        ref = torch_unet(theirs_model, x, t, ctx, ids)
         assert rel_err(ms_unet(model.unet, x, t, ctx, ids), ref) <= TOL, frames
-        assert rel_err(_torch(aligned_unet, x, t, ctx, ids), ref) > 1e-2  # ... and the additions matter
+        assert rel_err(torch_unet(aligned_unet, x, t, ctx, ids), ref) > 1e-2  # ... and the additions matter
     for mode in ("exvideo", "temporal_only", "full"):
         names = set(trainable_names(model.unet, mode, True))
         ours = sorted(int(p.size) for n, p in model.unet.parameters_and_names() if n in names)

@@ -4,17 +4,12 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from tests.helpers import ms_unet, rel_err, unet_inputs
+from tests.helpers import ms_unet, rel_err, torch_unet, unet_inputs
 
 from exvideo_ms import backend
 from exvideo_ms.nn.norm import UNET_RESBLOCK_EPS, UNET_TRANSFORMER_EPS, GroupNorm
 
 TOL = 1e-4
-
-
-def torch_unet(unet, x, t, ctx, ids):
-    with torch.no_grad():
-        return unet(torch.from_numpy(x), torch.from_numpy(t), torch.from_numpy(ctx), torch.from_numpy(ids)).sample.numpy()
 
 
 @pytest.mark.parametrize("frames", [1, 5, 14])
