@@ -5,7 +5,8 @@
 # from its beginning, the two train.py stages from their newest checkpoint (remove $OUT/done/<stage> to redo
 # one):
 #   1. synthetic clips (scripts/make_synthetic_dataset.py)
-#   2. the temporal VAE (scripts/train_demo_vae.py); the image encoder stays a fixed random ViT
+#   2. the temporal VAE (scripts/train_demo_vae.py), its loss weighted 1 + VAE_OBJECT_WEIGHT on the objects' pixels
+#      so that small shapes keep their colour and outline (issue 19); the image encoder stays a fixed random ViT
 #   3. the frozen encoders' outputs, once (svd_tools/precompute.py)
 #   4. the UNet from scratch, 8 frames (train.py, full mode)
 #   5. ExVideo post-tuning to 32 frames (train.py, exvideo mode), then the post-hoc EMA (svd_tools/ema.py)
@@ -14,15 +15,16 @@
 #   7. a LoRA on the bundled base model (train.py --train.mode lora) for a motion kind its data lacks: objects
 #      orbiting the frame centre (make_synthetic_dataset.py --motion orbit); bundled as orbit-lora.safetensors,
 #      its held-out figures added to the model card (scripts/bundle_demo.py lora)
-# Variables: OUT (outputs/demo_run), CLIPS (300), VAE_STEPS (1300), BASE_STEPS (500), EXVIDEO_STEPS (150),
-#            ORBIT_CLIPS (150), LORA_STEPS (300), ASSETS ($OUT/assets)
+# Variables: OUT (outputs/demo_run), CLIPS (300), VAE_STEPS (3600), VAE_OBJECT_WEIGHT (4), BASE_STEPS (800),
+#            EXVIDEO_STEPS (150), ORBIT_CLIPS (150), LORA_STEPS (300), ASSETS ($OUT/assets)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
 OUT=${OUT:-outputs/demo_run}
 CLIPS=${CLIPS:-300}
-VAE_STEPS=${VAE_STEPS:-1300}
-BASE_STEPS=${BASE_STEPS:-500}
+VAE_STEPS=${VAE_STEPS:-3600}
+VAE_OBJECT_WEIGHT=${VAE_OBJECT_WEIGHT:-4}
+BASE_STEPS=${BASE_STEPS:-800}
 ORBIT_CLIPS=${ORBIT_CLIPS:-150}
 LORA_STEPS=${LORA_STEPS:-300}
 EXVIDEO_STEPS=${EXVIDEO_STEPS:-150}
@@ -44,7 +46,8 @@ stage() {  # stage NAME COMMAND...: run unless done, record the wall-clock secon
 stage data "$PY" scripts/make_synthetic_dataset.py --output "$OUT/data" --clips "$CLIPS" --heldout 16 \
   --frames 32 --size 64 --fps 8 --seed 0
 stage vae "$PY" scripts/train_demo_vae.py --config configs/demo/base.yaml --data "$OUT/data/train" \
-  --output "$OUT/vae" --steps "$VAE_STEPS" --batch 4 --frames 2 --lr 3e-4 --heldout "$OUT/data/heldout"
+  --output "$OUT/vae" --steps "$VAE_STEPS" --batch 4 --frames 2 --lr 3e-4 --object-weight "$VAE_OBJECT_WEIGHT" \
+  --heldout "$OUT/data/heldout" --eval-every 200
 stage precompute "$PY" svd_tools/precompute.py --model.config "$OUT/vae/demo-base.yaml" \
   --model.checkpoint "$OUT/vae/encoders.ckpt" --dataset.path "$OUT/data/train" --dataset.num_frames 32 \
   --dataset.height 64 --dataset.width 64 --dataset.fps 8 --output "$OUT/latents"
