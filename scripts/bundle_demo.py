@@ -33,6 +33,7 @@ HELDOUT_IMAGES = 4  # first frames bundled in assets/demo/heldout
 HELDOUT_CLIPS = 8  # held-out clips of the loss measurement
 STRIP = "demo_strip.png"  # README's picture: the input and frames of README's first command, side by side
 STRIP_FRAMES = (0, 8, 16, 24, 31)
+STRIP_GAP, STRIP_SCALE = 4, 2  # white pixels between tiles; nearest-neighbour enlargement
 
 
 def exvideo_config(base_config: str, output: str) -> None:
@@ -131,15 +132,15 @@ def object_figures(video: np.ndarray, image: np.ndarray, labels: np.ndarray, vae
     return out
 
 
-def write_strip(image: np.ndarray, video: np.ndarray, path: Path, scale: int = 2) -> None:
-    """The input and STRIP_FRAMES of ``video`` side by side, 4 px apart, enlarged ``scale``× (nearest)."""
+def write_strip(image: np.ndarray, video: np.ndarray, path: Path) -> None:
+    """The input and STRIP_FRAMES of ``video`` side by side, STRIP_GAP px apart, enlarged STRIP_SCALE× (nearest)."""
     from PIL import Image
     tiles = [image] + [video[i] for i in STRIP_FRAMES if i < len(video)]
     h, w = image.shape[:2]
-    strip = np.full((h, len(tiles) * (w + 4) - 4, 3), 255, np.uint8)
+    strip = np.full((h, len(tiles) * (w + STRIP_GAP) - STRIP_GAP, 3), 255, np.uint8)
     for k, tile in enumerate(tiles):
-        strip[:, k * (w + 4):k * (w + 4) + w] = tile
-    Image.fromarray(strip).resize((strip.shape[1] * scale, h * scale), Image.NEAREST).save(path, optimize=True)
+        strip[:, k * (w + STRIP_GAP):k * (w + STRIP_GAP) + w] = tile
+    Image.fromarray(strip).resize((strip.shape[1] * STRIP_SCALE, h * STRIP_SCALE), Image.NEAREST).save(path, optimize=True)
 
 
 def bundle(run: Path, assets: Path) -> None:

@@ -84,27 +84,27 @@ def test_readme_first_command_writes_a_32_frame_video_and_gif(readme_run):
     assert load_frames(next(readme_run.glob("*_frames"))).shape == (32, 64, 64, 3)
 
 
-STRIP_TILE, STRIP_GAP, STRIP_SCALE = 64, 4, 2  # scripts/bundle_demo.py's write_strip: 64-px tiles, 4 px apart, 2x
-
-
 @pytest.mark.slow
 def test_readme_picture_is_what_the_first_command_makes(readme_run):
-    """README shows assets/demo/demo_strip.png: the input image, then frames 0, 8, 16, 24 and 31 of README's
-    first command (seed 0), enlarged twice. The committed picture matches this machine's run to within
-    rounding (a mean of 1 level on 0..255; CPU kernels may differ in the last bit)."""
+    """README shows assets/demo/demo_strip.png (scripts/bundle_demo.py's write_strip): the input image, then
+    frames STRIP_FRAMES of README's first command (seed 0), enlarged. The committed picture matches this
+    machine's run to within rounding (a mean of 1 level on 0..255; CPU kernels may differ in the last bit)."""
     from PIL import Image
 
     from exvideo_ms.media import load_frames, load_image
-    assert "assets/demo/demo_strip.png" in (REPO / "README.md").read_text().split("\n## ")[0]
-    path = ASSETS / "demo_strip.png"
+    from tests.helpers import load_script
+    bundle = load_script("bundle_demo")
+    assert f"assets/demo/{bundle.STRIP}" in (REPO / "README.md").read_text().split("\n## ")[0]
+    path = ASSETS / bundle.STRIP
     assert path.stat().st_size <= 100_000
-    strip = np.asarray(Image.open(path).convert("RGB"))[::STRIP_SCALE, ::STRIP_SCALE]
+    strip = np.asarray(Image.open(path).convert("RGB"))[::bundle.STRIP_SCALE, ::bundle.STRIP_SCALE]
     frames = load_frames(next(readme_run.glob("*_frames")))
     image = load_image(REPO / yaml.safe_load(I2V_CONFIG.read_text())["image"])
-    tiles = [image] + [frames[i] for i in (0, 8, 16, 24, 31)]
-    assert strip.shape == (STRIP_TILE, len(tiles) * (STRIP_TILE + STRIP_GAP) - STRIP_GAP, 3)
+    tiles = [image] + [frames[i] for i in bundle.STRIP_FRAMES]
+    size, gap = image.shape[1], bundle.STRIP_GAP
+    assert strip.shape == (image.shape[0], len(tiles) * (size + gap) - gap, 3)
     for k, tile in enumerate(tiles):
-        shown = strip[:, k * (STRIP_TILE + STRIP_GAP):k * (STRIP_TILE + STRIP_GAP) + STRIP_TILE].astype(np.float64)
+        shown = strip[:, k * (size + gap):k * (size + gap) + size].astype(np.float64)
         assert np.abs(shown - tile).mean() <= 1.0, k
 
 
