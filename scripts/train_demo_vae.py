@@ -9,6 +9,11 @@ ViT of OpenCLIP's class with fixed random weights (seeded); it is saved with the
 
 Writes <output>/encoders.ckpt (vae.* and image_encoder.*), <output>/<config name>.yaml with the latent scale
 factor set to 1/std of the trained latents (as Stable Diffusion's 0.18215 was chosen), loss.png, log.jsonl.
+
+A long run can be split into processes of bounded length: ``--stop-after N`` trains the first N steps of the
+--steps schedule and writes <output>/resume/ (the VAE, AdamW's moments and step, the data sampler's random state);
+``--resume`` with the same arguments continues from there to the end, bit for bit as one uninterrupted run when N
+is a multiple of --recompile-every.
 """
 from __future__ import annotations
 
@@ -43,6 +48,9 @@ INIT_LOGVAR = -8.0
 LOGVAR_RANGE = (-30.0, 20.0)  # clamp of the posterior log-variance, as sgm's DiagonalGaussianDistribution
 
 
+RESUME_DIR = "resume"  # under --output: state.ckpt and progress.json of a run stopped by --stop-after
+# the arguments a resumed run must share with the run it continues (the rest, e.g. --eval-every, may differ)
+RESUME_ARGS = ("config", "data", "steps", "batch", "frames", "object_weight", "init", "lr", "seed")
 HELDOUT_CLIPS = 16  # clips of the held-out split whose reconstruction PSNR is logged
 # --object-weight: the object pixels' masks are grown by this many pixels, so that the antialiased border (a blend of
 # the object's colour with the background's) counts as object too
@@ -144,6 +152,19 @@ class VAELoss(nn.Cell):
         return weighted + KL_WEIGHT * kl, squared.mean()
 
 
+def read_progress(folder: Path, a) -> dict:
+    """progress.json of a --stop-after run in ``folder``, checked against this run's arguments ``a``."""
+    file = folder / "progress.json"
+    if not file.is_file() or not (folder / "state.ckpt").is_file():
+        raise SystemExit(f"--resume: no stopped run in {folder} (progress.json and state.ckpt, written by --stop-after)")
+    progress = json.loads(file.read_text())
+    differ = {k: (progress["args"][k], getattr(a, k)) for k in RESUME_ARGS if progress["args"][k] != getattr(a, k)}
+    if differ:
+        raise SystemExit(f"--resume: {folder} holds a run with other arguments; "
+                         + ", ".join(f"--{k.replace('_', '-')} was {old!r}, now {new!r}" for k, (old, new) in differ.items()))
+    return progress
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True)
@@ -162,7 +183,25 @@ def main(argv=None) -> int:
     p.add_argument("--heldout", default=None,
                    help="held-out dataset root: its reconstruction PSNR and first frames' object PSNRs are logged")
     p.add_argument("--eval-every", type=int, default=100, help="steps between held-out evaluations")
+    p.add_argument("--recompile-every", type=int, default=RECOMPILE_EVERY, metavar="N",
+                   help="steps per compiled train graph (the MindSpore 2.8 CPU stall workaround, see RECOMPILE_EVERY); "
+                        "a stop that falls on a recompilation resumes bit for bit as one run")
+    p.add_argument("--stop-after", type=int, default=None, metavar="N",
+                   help="stop after step N of the --steps schedule and write <output>/resume/ for --resume")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run that --stop-after left in <output>/resume/ (same arguments)")
     a = p.parse_args(argv)
+    if a.steps < 1:
+        p.error(f"--steps must be >= 1, got {a.steps}")
+    if a.recompile_every < 1:
+        p.error(f"--recompile-every must be >= 1, got {a.recompile_every}")
+    if a.stop_after is not None and not 1 <= a.stop_after < a.steps:
+        p.error(f"--stop-after must be in 1..{a.steps - 1} (--steps {a.steps}), got {a.stop_after}")
+    progress = None
+    if a.resume:
+        progress = read_progress(Path(a.output) / RESUME_DIR, a)
+        if a.stop_after is not None and a.stop_after <= progress["step"]:
+            p.error(f"--stop-after {a.stop_after}: the run to resume is already at step {progress['step']}")
     if a.object_weight < 0:
         p.error(f"--object-weight must be >= 0, got {a.object_weight}")
     if a.init and not Path(a.init).is_file():
@@ -172,7 +211,7 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     from exvideo_ms import backend, evaluation
-    from exvideo_ms.checkpoint import load_checkpoint, save_network
+    from exvideo_ms.checkpoint import iter_checkpoint, load_checkpoint, save_checkpoint, save_network
     from exvideo_ms.config import load_config, save_config
     from exvideo_ms.models.conditioner import to_model_range
     from exvideo_ms.models.svd import build_model
@@ -195,6 +234,15 @@ def main(argv=None) -> int:
                         may_miss=lambda n: n.startswith("image_encoder."))
     params = list(model.vae.get_parameters())
     loss_cell, optimizer = VAELoss(model.vae), AdamW(params, eps=1e-8, weight_decay=0.0)
+    names = [prm.name for prm in params]  # the state of a stopped run: these, then AdamW's moments and step
+    start, elapsed, rng_state = 0, 0.0, None
+    if progress is not None:
+        state_file = Path(a.output) / RESUME_DIR / "state.ckpt"
+        load_checkpoint(model, state_file, ignore=lambda n: not n.startswith("vae."),
+                        may_miss=lambda n: n.startswith("image_encoder."))
+        optimizer.load_state_dict(dict(iter_checkpoint(state_file)), names)
+        start, elapsed, rng_state = progress["step"], progress["seconds"], progress["rng"]
+        logging.info("resuming at step %d of %d", start, a.steps)
 
     def new_step():
         s = TrainStep(loss_cell, optimizer, LossScaleOptions(enable=False))  # fp32 throughout: no loss scale
@@ -205,7 +253,9 @@ def main(argv=None) -> int:
     out = Path(a.output)
     out.mkdir(parents=True, exist_ok=True)
     log = out / "log.jsonl"
-    log.write_text("")
+    # a resumed run keeps the stopped run's records (and drops those of an attempt that died after it)
+    kept = [x for x in log.read_text().splitlines() if json.loads(x)["step"] <= start] if a.resume and log.is_file() else []
+    log.write_text("".join(x + "\n" for x in kept))
     heldout = None
     if a.heldout:  # the first a.frames frames of HELDOUT_CLIPS held-out clips, decoded as one video each
         held = ObjectClips(a.heldout, a.frames, size, 0.0)
@@ -221,16 +271,19 @@ def main(argv=None) -> int:
         return whole, object_psnrs(recon, *heldout)
     t_start = time.time()
     rng = np.random.default_rng(a.seed)
+    if rng_state is not None:
+        rng.bit_generator.state = rng_state
     f = 2 ** (len(cfg.vae.ch_mult) - 1)
     latent_shape = (a.batch * a.frames, cfg.vae.z_channels, size // f, (cfg.sampling.width or size) // f)
     record = {}
-    for i in tqdm(range(a.steps), desc="training the demo VAE"):
+    end = a.stop_after or a.steps
+    for i in tqdm(range(start, end), desc="training the demo VAE", initial=start, total=end):
         frames, weights = clips.batch(rng, a.batch)
         eps = rng.standard_normal(latent_shape).astype(np.float32)
         # 50-step warm-up, then cosine decay to a tenth
         lr_i = Tensor(a.lr * min(1.0, (i + 1) / 50) * (0.1 + 0.45 * (1 + np.cos(np.pi * i / a.steps))), ms.float32)
-        if i % RECOMPILE_EVERY == 0:
-            if i:  # each discarded graph kept ~0.15 GB of runtime memory (measured), 0.68 GB/min at 1000 steps
+        if i == start or i % a.recompile_every == 0:
+            if i > start:  # each discarded graph kept ~0.15 GB of runtime memory (measured), 0.68 GB/min at 1000 steps
                 del step
                 gc.collect()
                 ms.ms_memory_recycle()
@@ -245,7 +298,17 @@ def main(argv=None) -> int:
                          "lowest %.2f dB", i + 1, whole, np.median(objects), min(objects))
         with open(log, "a") as fh:
             fh.write(json.dumps(record) + "\n")
-    train_seconds = time.time() - t_start
+    train_seconds = elapsed + time.time() - t_start
+    if end < a.steps:
+        folder = out / RESUME_DIR
+        folder.mkdir(exist_ok=True)
+        save_checkpoint([*((n, prm.asnumpy()) for n, prm in zip(names, params)),
+                         *optimizer.state_dict(names).items()], folder / "state.ckpt")
+        (folder / "progress.json").write_text(json.dumps(
+            {"step": end, "seconds": round(train_seconds, 1), "rng": rng.bit_generator.state,
+             "args": {k: getattr(a, k) for k in RESUME_ARGS}}, indent=1))
+        logging.info("stopped after step %d of %d: continue with --resume (state in %s)", end, a.steps, folder)
+        return 0
     plot_loss(log, out / "loss.png", "demo VAE: reconstruction MSE and total loss")
 
     # latent scale: 1/std of the posterior means over training frames, so scaled latents have unit variance
