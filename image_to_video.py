@@ -163,15 +163,6 @@ def resolve_loras(opts: SVDOptions) -> list:
     return [(lora.read(f), float(scales[0] if len(scales) == 1 else scales[i])) for i, f in enumerate(files)]
 
 
-def compile_cache_root(value: Optional[str]):
-    """The compile cache's root folder, checked now (None: off)."""
-    from exvideo_ms import backend, media
-    if value is None:
-        return None
-    root = backend.user_cache_dir("compile") if value == "auto" else Path(value)
-    return media.check_output_dir(root, "--compile_cache")
-
-
 def sampling_options(args) -> dict:
     """The pipeline's options (its argument names) from the command line."""
     o: SVDOptions = args.SVD
@@ -219,7 +210,7 @@ def generate(args) -> dict:
     checkpoint = resolve_checkpoint(opts)
     loras = resolve_loras(opts)
     out_dir = media.check_output_dir(args.output_dir)
-    cache_root = compile_cache_root(args.compile_cache) if args.mode == 0 else None
+    cache_root = backend.compile_cache_root(args.compile_cache, "--compile_cache") if args.mode == 0 else None
 
     from exvideo_ms.pipeline import SVDPipeline
     pipe = SVDPipeline.from_config(cfg, checkpoint, dtype=dtype, loras=loras)

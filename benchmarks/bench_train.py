@@ -14,6 +14,12 @@ report the first step (MindSpore: graph compilation included), the steady step (
 layer), ``lora`` (rank 16 on the q/k/v/out projections of every attention, SVD_Xtend's recipe; PyTorch through
 PEFT) and ``full`` (the whole UNet). Both sides have ExVideo's table and conv in every mode.
 
+``--compile_cache`` instead times MindSpore's first step (exvideo mode) in a fresh process twice over one new
+compile-cache folder, as train.py's --environment.compile_cache keeps it: cold (compiling and writing the cache),
+then warm (a resumed or repeated run), beside PyTorch's first step.
+
+    python -m benchmarks.bench_train --compile_cache
+
 ``--zero`` instead writes the per-rank memory of the ZeRO stages (train/zero.py) on a 96-channel model
 (SVD-XT has 320, mid-size 160): one process, and two msrun CPU workers at each stage 0/1/2 (2 steps, 2 frames,
 128×128: the optimizer's share does not depend on the clip size): the bytes each rank holds, counted from its
@@ -79,13 +85,15 @@ def mindspore_setup(frames, size, frozen="fp32", mode="exvideo", recompute=True)
     return unet, trainable, DenoisingLoss(unet, "exvideo", 1.01, 256), args
 
 
-def worker_mindspore(frames, size, steps, frozen="fp32", mode="exvideo"):
+def worker_mindspore(frames, size, steps, frozen="fp32", mode="exvideo", cache=None):
     import mindspore as ms
     from mindspore import Tensor
 
+    from exvideo_ms.backend import enable_compile_cache
     from exvideo_ms.train.optim import AdamW
     from exvideo_ms.train.step import LossScaleOptions, TrainStep
     unet, trainable, loss, args = mindspore_setup(frames, size, frozen, mode)
+    reused = enable_compile_cache(cache) if cache else None
     step = TrainStep(loss, AdamW(trainable), LossScaleOptions())
     step.set_train(True)
     times = []
@@ -97,7 +105,27 @@ def worker_mindspore(frames, size, steps, frozen="fp32", mode="exvideo"):
         gc.collect()
     return dict(framework=f"MindSpore (graph, {frozen} frozen, recompute)", mode=mode, first=times[0],
                 steady=float(np.mean(times[1:])), peak_rss=peak_rss_gib(),
-                trainable=int(sum(p.size for p in trainable)))
+                trainable=int(sum(p.size for p in trainable)), cache_reused=reused)
+
+
+def compile_cache_table(frames: int, size: int, steps: int) -> None:
+    import tempfile
+    common = ["--steps", str(steps), "--frames", str(frames), "--size", str(size), "--modes", "exvideo"]
+    with tempfile.TemporaryDirectory() as cache:
+        runs = [run_worker("benchmarks.bench_train", ["ms", *common, "--cache", cache], timeout=7200) for _ in range(2)]
+    if [r["cache_reused"] for r in runs] != [False, True]:
+        raise RuntimeError(f"the second process did not find the first one's cache: {runs}")
+    torch = run_worker("benchmarks.bench_train", ["torch", *common], timeout=7200)
+    lines = [f"`python -m benchmarks.bench_train --compile_cache` — bench_train's mid-size step (exvideo mode, {frames} "
+             f"frames, {size * 8}×{size * 8}, batch 1, fp32, recompute), each run in a fresh process; MindSpore twice over "
+             "one new compile-cache folder (as train.py's `--environment.compile_cache` keeps one per configuration): "
+             "cold compiles and writes it, warm is a resumed or repeated run. Steady = mean of steps 2..",
+             "", "| run | first step (s) | steady step (s) | peak RSS (GiB) | first step ÷ PyTorch's |", "|---|---|---|---|---|"]
+    for name, r in (("MindSpore, cold cache", runs[0]), ("MindSpore, warm cache", runs[1]), ("PyTorch", torch)):
+        lines.append(f"| {name} | {r['first']:.1f} | {r['steady']:.2f} | {r['peak_rss']:.2f} | "
+                     f"{r['first'] / torch['first']:.1f} |")
+    lines += ["", f"warm ÷ cold first step: {runs[1]['first'] / runs[0]['first']:.2f}"]
+    append_section("Training step's first call with a compile cache, mid-size, exvideo mode", lines)
 
 
 def worker_zero(frames, size, steps, stage, distributed, out, width=MID_WIDTH):
@@ -293,6 +321,8 @@ def main():
     p.add_argument("--modes", default="exvideo", help=f"comma-separated training modes among {MODES}")
     p.add_argument("--frozen", choices=["fp16", "fp32"], default="fp32",
                    help="dtype of MindSpore's frozen weights (fp32 is train.py's CPU default)")
+    p.add_argument("--compile_cache", action="store_true", help="the first step, cold and warm compile cache, instead")
+    p.add_argument("--cache", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.zero_worker:
         limit_threads()
@@ -309,8 +339,11 @@ def main():
         p.error(f"--modes: {bad or modes} not among {list(MODES)}")
     if a.worker:
         limit_threads()
-        emit(worker_mindspore(a.frames, a.size, a.steps, a.frozen, modes[0]) if a.worker == "ms"
+        emit(worker_mindspore(a.frames, a.size, a.steps, a.frozen, modes[0], a.cache) if a.worker == "ms"
              else worker_torch(a.frames, a.size, a.steps, modes[0]))
+        return
+    if a.compile_cache:
+        compile_cache_table(a.frames, a.size, a.steps)
         return
     common = ["--steps", str(a.steps), "--frames", str(a.frames), "--size", str(a.size)]
     res = {m: [run_worker("benchmarks.bench_train", ["ms", *common, "--frozen", a.frozen, "--modes", m], timeout=7200),

@@ -289,6 +289,16 @@ def compile_cache_dir(root, key: dict) -> Path:
     return Path(root).expanduser() / hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def compile_cache_root(value: Optional[str], option: str) -> Optional[Path]:
+    """The compile cache's root folder of ``option``'s ``value`` (auto: user_cache_dir("compile"); None: off),
+    checked now, before anything is compiled."""
+    from exvideo_ms import media
+    if value is None:
+        return None
+    root = user_cache_dir("compile") if value == "auto" else Path(value)
+    return media.check_output_dir(root, option)
+
+
 def enable_compile_cache(path) -> bool:
     """Turn on MindSpore's compile cache in ``path`` for graphs compiled from now on in this process; returns
     whether the directory already held a cache (then compilation runs only the backend passes)."""

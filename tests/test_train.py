@@ -158,6 +158,31 @@ def test_adamw_matches_torch():
         np.testing.assert_allclose(a.asnumpy(), b.detach().numpy(), rtol=1e-5, atol=1e-7)
 
 
+# ----------------------------------------------------------------------------------- conditioning dropout
+def test_conditioning_dropout_zeroes_both_conditions_of_a_seeded_share_of_samples():
+    """--train.conditioning_dropout: a dropped sample gets the sampler's unconditional input (zero CLIP embedding
+    and conditioning latent, Conditioning.unconditional), the latents stay; each sample's draw is its own (the
+    same index drops in any batch), and the share dropped is p."""
+    from exvideo_ms.train.trainer import drop_conditioning
+    g = np.random.default_rng(0)
+    n = 4000
+    cond = {"latents": g.standard_normal((n, 2, 4, 2, 2)).astype(np.float32) + 5,
+            "cond_latent": g.standard_normal((n, 4, 2, 2)).astype(np.float32) + 5,
+            "clip_embedding": g.standard_normal((n, 1, 8)).astype(np.float32) + 5}
+    out = drop_conditioning(cond, range(n), seed=3, p=0.1)
+    dropped = np.all(out["clip_embedding"] == 0, axis=(1, 2))
+    assert np.array_equal(dropped, np.all(out["cond_latent"] == 0, axis=(1, 2, 3)))  # both or neither
+    assert abs(dropped.mean() - 0.1) < 3 * np.sqrt(0.1 * 0.9 / n)
+    np.testing.assert_array_equal(out["cond_latent"][~dropped], cond["cond_latent"][~dropped])
+    np.testing.assert_array_equal(out["clip_embedding"][~dropped], cond["clip_embedding"][~dropped])
+    assert out["latents"] is cond["latents"]
+    part = drop_conditioning({k: v[100:110] for k, v in cond.items()}, range(100, 110), seed=3, p=0.1)
+    np.testing.assert_array_equal(part["cond_latent"], out["cond_latent"][100:110])
+    other = drop_conditioning(cond, range(n), seed=4, p=0.1)
+    assert not np.array_equal(np.all(other["clip_embedding"] == 0, axis=(1, 2)), dropped)
+    assert drop_conditioning(cond, range(n), seed=3, p=0.0) is cond
+
+
 # --------------------------------------------------------------------------------- overflow and loss scale
 def test_injected_overflow_skips_the_step_and_lowers_the_scale():
     cfg = load_config(MICRO)
@@ -229,16 +254,14 @@ def write_config(root: Path, name: str, **train) -> Path:
     return path
 
 
-def run_train(root: Path, config: Path, *extra, wait=True, cache=None):
-    # MindSpore's compile cache saves recompiling in the resumed run; it is only safe between runs of the
-    # same configuration (runs of different models sharing one cache failed to load: "has no default param"):
-    # ``cache`` names one shared by configurations that differ only in their output folder
-    env = dict(os.environ, MS_COMPILER_CACHE_ENABLE="1",
-               MS_COMPILER_CACHE_PATH=str(root / f"compile_cache_{cache or config.stem}"))
-    cmd = [sys.executable, str(REPO / "train.py"), "--config", str(config), *extra]
+def run_train(root: Path, config: Path, *extra, wait=True):
+    # train.py's compile cache (one folder per configuration, keyed by trainer.compile_cache_key) under the
+    # module's root, not the user's: it saves recompiling in resumed and repeated runs
+    cmd = [sys.executable, str(REPO / "train.py"), "--config", str(config),
+           "--environment.compile_cache", str(root / "compile_cache"), *extra]
     if not wait:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     return r
 
@@ -366,7 +389,8 @@ def test_two_zero2_workers_equal_one_process_with_double_batch(micro_run):
                MSRUN=str(Path(sys.executable).with_name("msrun")), LOG_DIR=str(micro_run / "msrun_logs"),
                MASTER_PORT=str(8200 + os.getpid() % 500))
     r = subprocess.run(["bash", str(REPO / "scripts" / "train_cpu_2p.sh"), str(double), "--environment.zero_stage",
-                        "2"], env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
+                        "2", "--environment.compile_cache", str(micro_run / "compile_cache")],
+                       env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
     logs = "\n".join(p.read_text() for p in (micro_run / "msrun_logs").glob("*.log"))
     assert r.returncode == 0, (r.stderr[-2000:], logs[-4000:])
     a, b = (ckpt.load(ckpt.latest(micro_run / name / "checkpoints")) for name in ("single", "double"))
@@ -399,9 +423,9 @@ def test_kill_and_resume_continue_exactly(micro_run):
     # (measured: 3e-5 after two steps with the same restored state, while AdamW's moments agree to 2e-9)
     opt = {"lr": 1.0e-3, "eps": 1.0e-3}
     whole = write_config(micro_run, "whole", max_steps=8, save_every=2, optimizer=opt)
-    run_train(micro_run, whole, cache="kill_resume")
+    run_train(micro_run, whole)
     cut = write_config(micro_run, "cut", max_steps=8, save_every=2, optimizer=opt)
-    proc = run_train(micro_run, cut, wait=False, cache="kill_resume")
+    proc = run_train(micro_run, cut, wait=False)
     log = micro_run / "cut" / "train_log.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -416,8 +440,10 @@ def test_kill_and_resume_continue_exactly(micro_run):
     broken = micro_run / "cut" / "checkpoints" / "step-0000006.tmp"
     broken.mkdir(exist_ok=True)
     (broken / "trainable.ckpt").write_bytes(b"\x0a\x05partial")
-    r = run_train(micro_run, cut, "--train.resume", "auto", cache="kill_resume")
+    r = run_train(micro_run, cut, "--train.resume", "auto")
     assert "resumed from" in r.stderr and "step-0000004" in r.stderr
+    # the run of another output folder compiled the same graph: its cached compilation is reused
+    assert re.search(r"compile cache \S+ \(reused\)", r.stderr), r.stderr[-2000:]
     a, b = final_weights(micro_run / "whole"), final_weights(micro_run / "cut")
     assert max(float(np.abs(a[k] - b[k]).max()) for k in a) <= 1e-6
     opt_a = dict(iter_checkpoint(sorted((micro_run / "whole" / "checkpoints").glob("step-*"))[-1] / "optimizer.ckpt"))
@@ -461,6 +487,9 @@ def test_bad_options_exit_2(micro_run, tmp_path, capsys, monkeypatch):
         (["--config", str(cfg_path), "--train.save_every", "0"], "--train.save_every must be an integer >= 1, got 0"),
         (["--config", str(nan_lr)], "--train.optimizer.lr must be a finite number, got nan"),
         (["--config", str(cfg_path), "--train.ema.decay", "1.0"], "--train.ema.decay must be < 1.0"),
+        (["--config", str(cfg_path), "--train.conditioning_dropout", "1"], "--train.conditioning_dropout must be < 1.0"),
+        (["--config", str(cfg_path), "--environment.compile_cache", str(tmp_path / "a_file")],
+         f"--environment.compile_cache {tmp_path / 'a_file'} is a file, not a folder"),
         (["--config", str(cfg_path), "--train.output_dir", str(tmp_path / "a_file")],
          f"--train.output_dir {tmp_path / 'a_file'} is a file, not a folder"),
         (["--config", str(cfg_path), "--train.dataset.format", "csv", "--train.dataset.path", str(csv_root)],

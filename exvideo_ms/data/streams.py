@@ -13,6 +13,7 @@ class Stream(IntEnum):
     CONDITION_NOISE = 5  # noise augmentation of the conditioning frame (trainer)
     CLIP_ORDER = 7  # the permutation of clips in each epoch, keyed by epoch (data)
     FRAME_WINDOW = 11  # which frames of the clip (random start) (data)
+    CONDITION_DROPOUT = 13  # whether the sample's conditioning is dropped (trainer)
 
 
 def stream_rng(seed: int, key: int, stream: Stream) -> np.random.Generator:

@@ -74,6 +74,10 @@ class EnvironmentOptions:
     """ZeRO sharding across the msrun workers: 0 none, 1 AdamW moments, 2 moments and gradients (train/zero.py)"""
     jit_level: Optional[Literal["O0", "O1"]] = None
     """graph compilation level (default: the backend's, O0)"""
+    compile_cache: Optional[str] = "auto"
+    """graph mode: MindSpore's compile cache for the train step, one folder per model, option set and input shape
+    under this root (auto: $XDG_CACHE_HOME/exvideo_ms/compile; null: off); a resumed or repeated run skips most of
+    the first step's compilation"""
 
 
 @dataclass
@@ -147,6 +151,9 @@ class TrainOptions:
     """dtype of the frozen UNet weights (auto: bf16 on Atlas A2, fp16 on 910A and GPU, fp32 on CPU)"""
     noise_aug_strength: float = 0.0
     """noise added to the conditioning frame (>= 0; ExVideo trained with 0)"""
+    conditioning_dropout: float = 0.0
+    """probability that a sample trains without its conditioning (CLIP embedding and conditioning latent zeroed:
+    the unconditional input of classifier-free guidance); 0 <= p < 1 (ExVideo and mindone: 0; SVD_Xtend: 0.1)"""
     loss: LossOptions = field(default_factory=LossOptions)
     optimizer: OptimizerOptions = field(default_factory=OptimizerOptions)
     loss_scale: LossScaleOptions = field(default_factory=LossScaleOptions)
@@ -176,6 +183,7 @@ def check_options(train: TrainOptions) -> None:
     for i, beta in enumerate(opt.betas):
         validate.number(f"--train.optimizer.betas[{i}]", beta, minimum=0.0, below=1.0)
     validate.number("--train.noise_aug_strength", o.noise_aug_strength, minimum=0.0)
+    validate.number("--train.conditioning_dropout", o.conditioning_dropout, minimum=0.0, below=1.0)
     validate.number("--train.loss.contrast_enhance_scale", o.loss.contrast_enhance_scale, above=0.0)
     validate.number("--train.loss.p_mean", o.loss.p_mean)
     validate.number("--train.loss.p_std", o.loss.p_std, above=0.0)
@@ -195,6 +203,24 @@ def check_options(train: TrainOptions) -> None:
         validate.number("--train.dataset.motion_bucket_id", d.motion_bucket_id, minimum=0.0)
     if o.validation.every and o.validation.image is None:
         raise validate.OptionError("--train.validation.every is set but --train.validation.image is not")
+
+
+# TrainOptions that never shape a compiled graph (where the run writes, how long it runs, where its data lies):
+# every other option is part of the compile cache's key, so runs that differ in them never share a cached graph
+NOT_IN_GRAPH = ("output_dir", "max_steps", "save_every", "keep_last", "resume", "overwrite")
+NOT_IN_GRAPH_DATA = ("path", "list_file", "num_workers")
+
+
+def compile_cache_key(cfg: SVDConfig, train: TrainOptions, env: EnvironmentOptions, choices, world: int, rank: int,
+                      input_shapes) -> dict:
+    """What shapes the train step's compiled graph: the model, every option except NOT_IN_GRAPH*, the backend's
+    choices, the rank's place and the step's input shapes (MindSpore reuses a cached graph without checking
+    them: backend.compile_cache_dir). The weights are not cached, so checkpoints are left out."""
+    options = {k: v for k, v in dataclasses.asdict(train).items() if k not in NOT_IN_GRAPH}
+    options["dataset"] = {k: v for k, v in options["dataset"].items() if k not in NOT_IN_GRAPH_DATA}
+    environment = {k: v for k, v in dataclasses.asdict(env).items() if k != "compile_cache"}
+    return {"model": to_dict(cfg), "train": options, "environment": environment, "choices": dataclasses.asdict(choices),
+            "world": world, "rank": rank, "inputs": [list(x) for x in input_shapes]}
 
 
 # what a run writes in its output_dir (memory/: every rank's optimizer-state bytes and peak RSS)
@@ -260,6 +286,16 @@ def load_initial_weights(model, path, init_unet: str) -> None:
                     "UNet from scratch" if skip_unet else "ExVideo's new table and conv")
 
 
+def drop_conditioning(cond: Dict[str, np.ndarray], indices, seed: int, p: float) -> Dict[str, np.ndarray]:
+    """``cond`` with the CLIP embedding and conditioning latent of some samples zeroed, as the sampler's
+    unconditional input (Conditioning.unconditional), each sample with probability ``p`` from its own stream."""
+    if p == 0:
+        return cond
+    drop = np.array([stream_rng(seed, i, Stream.CONDITION_DROPOUT).random() < p for i in indices])
+    keep = lambda x: x * (~drop).reshape((-1,) + (1,) * (x.ndim - 1)).astype(x.dtype)  # noqa: E731
+    return {**cond, "cond_latent": keep(cond["cond_latent"]), "clip_embedding": keep(cond["clip_embedding"])}
+
+
 def draw_sigma_and_noise(opts: TrainOptions, cfg: SVDConfig, indices, latent_shape):
     """σ (one per video) and unit noise, from each sample's own seed."""
     sig, noise = [], []
@@ -289,6 +325,10 @@ class Trainer:
             choices = dataclasses.replace(choices, jit_level=env.jit_level)
         self.par: ParallelState = init_parallel(env.distributed, env.zero_stage)
         self.out = prepare_output_dir(train, self.par.is_main)
+        self.choices = choices
+        self.cache_root = (backend.compile_cache_root(env.compile_cache, "--environment.compile_cache")
+                           if env.mode == 0 else None)
+        self.input_shapes = None  # of the first train step call: every later call must match with a compile cache
         self.cfg = load_config(model_opts.config)
         self.source = make_source(train.dataset, train.seed)  # the data is checked before the model is built
         ms.set_seed(train.seed)  # identical initialisation on every rank
@@ -392,6 +432,7 @@ class Trainer:
             cond = self.condition(batch["frames"], indices)
         else:
             cond = {k: batch[k] for k in ("latents", "cond_latent", "clip_embedding")}
+        cond = drop_conditioning(cond, indices, o.seed, o.conditioning_dropout)
         ids = np.stack([added_time_ids(f, m, o.noise_aug_strength) for f, m in
                         zip(batch["fps"], batch["motion_bucket_id"])])
         sigma, noise = draw_sigma_and_noise(o, self.cfg, indices, cond["latents"].shape[1:])
@@ -421,7 +462,7 @@ class Trainer:
                 k += 1
                 skipped += int(np.sum(batch["skipped"]))
                 sigmas.append(sigma)
-                weighted, plain, finite, scale = self.step_cell(lr, micro == accum - 1, *inputs)
+                weighted, plain, finite, scale = self.call_step(lr, micro == accum - 1, inputs, step)
             finite = bool(finite.asnumpy())
             if finite and self.ema is not None:
                 self.ema()
@@ -441,6 +482,30 @@ class Trainer:
             if o.validation.every and (step + 1) % o.validation.every == 0 and self.par.is_main:
                 self.validate(step + 1)
         self.report_memory()
+
+    def call_step(self, lr, apply: bool, inputs: tuple, step: int):
+        """The compiled train step; its first call opens the compile cache keyed by the inputs' shapes (a folder
+        this call created is removed if the call fails: a half-written cache is never reused)."""
+        shapes = [tuple(x.shape) for x in inputs]
+        if self.input_shapes is None:
+            self.input_shapes = shapes
+            created = None
+            if self.cache_root is not None:
+                key = compile_cache_key(self.cfg, self.opts, self.env, self.choices, self.par.world, self.par.rank,
+                                        shapes)
+                path = backend.compile_cache_dir(self.cache_root, key)
+                created = None if backend.enable_compile_cache(path) else path
+            try:
+                return self.step_cell(lr, apply, *inputs)
+            except BaseException:
+                if created is not None:
+                    shutil.rmtree(created, ignore_errors=True)
+                raise
+        if self.cache_root is not None and shapes != self.input_shapes:
+            raise ValueError(f"step {step + 1}: train step inputs of shapes {shapes}, the first step's were "
+                             f"{self.input_shapes}; MindSpore's compile cache would run the first step's graph on "
+                             f"them: give data of one size, or --environment.compile_cache null")
+        return self.step_cell(lr, apply, *inputs)
 
     def report_memory(self) -> Path:
         """Every rank writes ``memory/rank-<r>.json``: the optimizer-state bytes it holds (counted from its
