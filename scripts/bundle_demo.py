@@ -72,9 +72,12 @@ def measure(run: Path, assets: Path) -> dict:
 
     from exvideo_ms import backend, evaluation
     from exvideo_ms.config import load_config
+    from exvideo_ms.media import read_video
     from exvideo_ms.models.svd import build_model
     from exvideo_ms.pipeline import SVDPipeline
     backend.setup_device("CPU", mode=0)
+    clip_paths = {Path(item["path"]).stem: item["path"]
+                  for item in json.loads((run / "data" / "heldout" / "metadata.json").read_text())}
     out = {}
     for kind, cfg_file, ckpts in (("base", "demo-base.yaml", ["base.ckpt"]),
                                   ("exvideo", "demo-exvideo.yaml", ["base.ckpt", "exvideo.ckpt"])):
@@ -90,9 +93,6 @@ def measure(run: Path, assets: Path) -> dict:
         random = evaluation.denoising_loss(random_unet, cfg.conditioning.addition_time_embed_dim, lat, emb,
                                            cfg.sampling.fps, cfg.sampling.motion_bucket_id, cfg.vae.encode_scale)
         pipe = SVDPipeline(model, cfg)
-        from exvideo_ms.media import read_video
-        clip_paths = {Path(item["path"]).stem: item["path"]
-                      for item in json.loads((run / "data" / "heldout" / "metadata.json").read_text())}
         videos = []
         for img in sorted((assets / "heldout").glob("*.png")):
             video = pipe(str(img), seed=DEMO_SEED, progress=False)
