@@ -6,17 +6,18 @@
 # one):
 #   1. synthetic clips (scripts/make_synthetic_dataset.py)
 #   2. the temporal VAE (scripts/train_demo_vae.py), its loss weighted 1 + VAE_OBJECT_WEIGHT on the objects' pixels
-#      so that small shapes keep their colour and outline (issue 19); the image encoder stays a fixed random ViT
+#      so that small shapes keep their colour and outline (issue 19); the image encoder stays a fixed random ViT.
+#      Two stages: the first half of the steps, then --resume to the end of the same schedule
 #   3. the frozen encoders' outputs, once (svd_tools/precompute.py)
-#   4. the UNet from scratch, 8 frames (train.py, full mode)
+#   4. the UNet from scratch, 8 frames (train.py, full mode), in two stages of half the steps each
 #   5. ExVideo post-tuning to 32 frames (train.py, exvideo mode), then the post-hoc EMA (svd_tools/ema.py)
 #   6. the bundle with its model card (scripts/bundle_demo.py) in $OUT/assets; the bundled demo in assets/demo
 #      is replaced only when asked: ASSETS=assets/demo bash scripts/train_demo.sh
 #   7. a LoRA on the bundled base model (train.py --train.mode lora) for a motion kind its data lacks: objects
 #      orbiting the frame centre (make_synthetic_dataset.py --motion orbit); bundled as orbit-lora.safetensors,
 #      its held-out figures added to the model card (scripts/bundle_demo.py lora)
-# Variables: OUT (outputs/demo_run), CLIPS (300), VAE_STEPS (3600), VAE_OBJECT_WEIGHT (4), BASE_STEPS (800),
-#            EXVIDEO_STEPS (150), ORBIT_CLIPS (150), LORA_STEPS (300), ASSETS ($OUT/assets)
+# Variables: OUT (outputs/demo_run), CLIPS (300), VAE_STEPS (3600), VAE_OBJECT_WEIGHT (4), BASE_STEPS (4800),
+#            EXVIDEO_STEPS (600), ORBIT_CLIPS (150), LORA_STEPS (2400), ASSETS ($OUT/assets)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
@@ -24,10 +25,10 @@ OUT=${OUT:-outputs/demo_run}
 CLIPS=${CLIPS:-300}
 VAE_STEPS=${VAE_STEPS:-3600}
 VAE_OBJECT_WEIGHT=${VAE_OBJECT_WEIGHT:-4}
-BASE_STEPS=${BASE_STEPS:-800}
+BASE_STEPS=${BASE_STEPS:-4800}
 ORBIT_CLIPS=${ORBIT_CLIPS:-150}
-LORA_STEPS=${LORA_STEPS:-300}
-EXVIDEO_STEPS=${EXVIDEO_STEPS:-150}
+LORA_STEPS=${LORA_STEPS:-2400}
+EXVIDEO_STEPS=${EXVIDEO_STEPS:-600}
 ASSETS=${ASSETS:-$OUT/assets}
 mkdir -p "$OUT/done"
 TIMES="$OUT/stage_seconds.json"
@@ -45,15 +46,19 @@ stage() {  # stage NAME COMMAND...: run unless done, record the wall-clock secon
 
 stage data "$PY" scripts/make_synthetic_dataset.py --output "$OUT/data" --clips "$CLIPS" --heldout 16 \
   --frames 32 --size 64 --fps 8 --seed 0
-stage vae "$PY" scripts/train_demo_vae.py --config configs/demo/base.yaml --data "$OUT/data/train" \
-  --output "$OUT/vae" --steps "$VAE_STEPS" --batch 4 --frames 2 --lr 3e-4 --object-weight "$VAE_OBJECT_WEIGHT" \
-  --heldout "$OUT/data/heldout" --eval-every 200
+VAE=("$PY" scripts/train_demo_vae.py --config configs/demo/base.yaml --data "$OUT/data/train" --output "$OUT/vae"
+  --steps "$VAE_STEPS" --batch 4 --frames 2 --lr 3e-4 --object-weight "$VAE_OBJECT_WEIGHT"
+  --heldout "$OUT/data/heldout" --eval-every 200)
+stage vae_first_half "${VAE[@]}" --stop-after "$(( VAE_STEPS / 2 ))"
+stage vae "${VAE[@]}" --resume
 stage precompute "$PY" svd_tools/precompute.py --model.config "$OUT/vae/demo-base.yaml" \
   --model.checkpoint "$OUT/vae/encoders.ckpt" --dataset.path "$OUT/data/train" --dataset.num_frames 32 \
   --dataset.height 64 --dataset.width 64 --dataset.fps 8 --output "$OUT/latents"
-stage base "$PY" train.py --config configs/demo/train_base.yaml --model.config "$OUT/vae/demo-base.yaml" \
-  --model.checkpoint "$OUT/vae/encoders.ckpt" --train.output_dir "$OUT/base" \
-  --train.dataset.path "$OUT/latents" --train.max_steps "$BASE_STEPS" --train.save_every 200 --train.resume auto
+BASE=("$PY" train.py --config configs/demo/train_base.yaml --model.config "$OUT/vae/demo-base.yaml"
+  --model.checkpoint "$OUT/vae/encoders.ckpt" --train.output_dir "$OUT/base"
+  --train.dataset.path "$OUT/latents" --train.save_every 400 --train.resume auto)
+stage base "${BASE[@]}" --train.max_steps "$(( BASE_STEPS / 2 ))"
+stage base_second_half "${BASE[@]}" --train.max_steps "$BASE_STEPS"
 "$PY" scripts/bundle_demo.py exvideo-config --base-config "$OUT/vae/demo-base.yaml" --output "$OUT/demo-exvideo.yaml"
 BASE_CKPT=$(ls -d "$OUT"/base/checkpoints/step-* | tail -1)/trainable.ckpt
 stage exvideo "$PY" train.py --config configs/demo/train_exvideo.yaml --model.config "$OUT/demo-exvideo.yaml" \
