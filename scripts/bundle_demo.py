@@ -266,7 +266,8 @@ def _lr_schedule(log: Path) -> str:
     """The learning rates a run trained at, read from its train_log.jsonl: "lr 0.0008 to step 4800, then 0.0001 to
     step 5200 (warmup: steps 1–49)" (a stage resumed with another --train.optimizer.lr shows as a new segment).
     Steps whose lr differs from both neighbours' (the warmup ramp) are counted, not listed."""
-    rows = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
+    from exvideo_ms.train.log import read_log
+    rows = read_log(log)
     segments = []  # [lr, first step, last step]
     for r in rows:
         if segments and math.isclose(r["lr"], segments[-1][0], rel_tol=1e-6):
@@ -280,7 +281,8 @@ def _lr_schedule(log: Path) -> str:
 
 
 def _final(log: Path, n: int = 100) -> float:
-    rows = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
+    from exvideo_ms.train.log import read_log
+    rows = read_log(log)
     rows = [r for r in rows if not r.get("overflow")][-n:]
     return float(np.mean([r["loss"] for r in rows]))
 
