@@ -183,14 +183,15 @@ def generate(args) -> dict:
     import numpy as np
 
     import exvideo_ms
-    from exvideo_ms import backend, media
+    from exvideo_ms import allocator, backend, media
     from exvideo_ms.cli import CommandError
     from exvideo_ms.config import load_config
     from exvideo_ms.settings import resolve_settings
 
     device = backend.setup_device(args.device_target, mode=args.mode)
-    logger.info("device_target %s%s, %s mode", device, " (best available)" if args.device_target is None else "",
-                "graph" if args.mode == 0 else "PyNative")
+    logger.info("device_target %s%s, %s mode, %s allocator", device,
+                " (best available)" if args.device_target is None else "", "graph" if args.mode == 0 else "PyNative",
+                allocator.active())
     opts: SVDOptions = args.SVD
     # every check before the weights are loaded
     cfg = load_config(opts.config)
@@ -242,7 +243,8 @@ def generate(args) -> dict:
         sidecar = {
             "outputs": written, "image": str(args.image), "config": str(opts.config),
             "checkpoint": [str(c) for c in checkpoint] if isinstance(checkpoint, list) else str(checkpoint),
-            "model": pipe.cfg.name, "device_target": device, "mode": args.mode, "compile_cache": cache,
+            "model": pipe.cfg.name, "device_target": device, "mode": args.mode, "allocator": allocator.active(),
+            "compile_cache": cache,
             "lora": [{"file": f.path, "naming": f.naming, "layers": len(f.updates), "scale": s} for f, s in loras],
             "settings": settings,
             "options": {**{k: v for k, v in vars(args).items() if k not in ("SVD", "config", "__path__")},
@@ -269,4 +271,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from exvideo_ms.allocator import relaunch
+    relaunch()  # first: jemalloc is preloaded into a fresh process (exvideo_ms/allocator.py)
     sys.exit(main())

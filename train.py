@@ -46,4 +46,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from exvideo_ms.allocator import relaunch
+    relaunch()  # first: jemalloc is preloaded into a fresh process (exvideo_ms/allocator.py)
     sys.exit(main())

@@ -46,6 +46,7 @@ def test_generates_mp4_gif_and_sidecar_from_a_yaml_config(converted, image_path,
     s = side["settings"]
     assert (s["seed"], s["num_frames"], s["num_inference_steps"], s["height"], s["width"], s["fps"]) == (11, 4, 2, 64, 128, 9)
     assert side["checkpoint"] == str(converted[0])  # found beside the config
+    assert side["allocator"] == "jemalloc"  # the command relaunched itself with it (exvideo_ms/allocator.py)
     import mindspore
     assert side["versions"]["mindspore"] == mindspore.__version__
 

@@ -22,7 +22,7 @@ import numpy as np
 from mindspore import Tensor
 from tqdm.auto import tqdm
 
-from exvideo_ms import backend, lora, validate
+from exvideo_ms import allocator, backend, lora, validate
 from exvideo_ms.checkpoint import CheckpointError, load_checkpoint
 from exvideo_ms.config import SVDConfig, load_config, to_dict
 from exvideo_ms.data import streams
@@ -320,6 +320,7 @@ class Trainer:
         check_options(train)
         self.model_opts, self.opts, self.env = model_opts, train, env
         self.device = backend.setup_device(env.device_target, mode=env.mode)
+        logger.info("device_target %s, %s allocator", self.device, allocator.active())
         choices = backend.choices()
         if env.jit_level is not None:
             choices = dataclasses.replace(choices, jit_level=env.jit_level)
