@@ -78,16 +78,18 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         folder = references.save_diffusers_folder(Path(tmp) / "tiny", *references.tiny_torch_models())
         convert([folder], folder.with_suffix(".ckpt"), progress=False)
-        res = [run_worker("benchmarks.bench_pipeline", [w, "--folder", str(folder), "--runs", str(a.runs)])
-               for w in ("ms", "ms", "torch")]
+        # each side's allocator as its users run it: image_to_video.py relaunches itself with jemalloc
+        # (exvideo_ms/allocator.py); PyTorch with glibc's, its default
+        res = [run_worker("benchmarks.bench_pipeline", [w, "--folder", str(folder), "--runs", str(a.runs)],
+                          allocator="jemalloc" if w == "ms" else "system") for w in ("ms", "ms", "torch")]
     assert res[0]["checksum"] == res[1]["checksum"], res  # the cached graphs compute the same video
     assert abs(res[0]["checksum"] - res[2]["checksum"]) < 1e-3, res  # as diffusers does
     lines = [f"`python -m benchmarks.bench_pipeline` — tiny SVD (test-suite model), {SIZE}×{SIZE}, {FRAMES} frames, "
              f"{STEPS} Euler steps, CFG {CFG[0]}→{CFG[1]} (batched), float32, whole call incl. CLIP, VAE encode "
              f"and decode; steady = best of {a.runs - 1} calls after the first.", "",
-             "| framework | first call (s) | steady call (s) | peak RSS (GiB) |", "|---|---|---|---|"]
+             "| framework | allocator | first call (s) | steady call (s) | peak RSS (GiB) |", "|---|---|---|---|---|"]
     for r in res:
-        lines.append(f"| {r['framework']} | {r['first']:.2f} | {r['steady']:.3f} | {r['peak_rss']:.2f} |")
+        lines.append(f"| {r['framework']} | {r['allocator']} | {r['first']:.2f} | {r['steady']:.3f} | {r['peak_rss']:.2f} |")
     ms_r, warm_r, th_r = res
     lines += ["", f"ratio ms/torch: {ms_r['steady'] / th_r['steady']:.2f}; first call with a warm compile cache "
                   f"{warm_r['first']:.2f} s against {ms_r['first']:.2f} s"]

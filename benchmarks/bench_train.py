@@ -44,6 +44,9 @@ MODES = ("exvideo", "temporal_only", "lora", "full")  # train.py's modes compare
 NUM_POSITIONS = 128  # configs/exvideo_svd_128f.yaml's position table, given to both sides
 LORA_RANK = 16  # SVD_Xtend's LoRA recipe: rank 16 on to_q/to_k/to_v/to_out.0 of every attention, spatial and temporal
 LORA_TARGETS = ("spatial_attention", "temporal_attention")
+# each side's allocator as its users run it: train.py relaunches itself with jemalloc (exvideo_ms/allocator.py);
+# PyTorch with glibc's, its default. benchmarks/bench_allocator.py runs both sides under both.
+MS_ALLOCATOR, TORCH_ALLOCATOR = "jemalloc", "system"
 ZERO_WIDTH = 96  # --zero: two workers at MID_WIDTH were OOM-killed (12 GiB each, measured) on a 24 GiB machine;
 #                 96 is divisible by GroupNorm's 32 groups and 32-channel heads at every level
 
@@ -112,10 +115,11 @@ def compile_cache_table(frames: int, size: int, steps: int) -> None:
     import tempfile
     common = ["--steps", str(steps), "--frames", str(frames), "--size", str(size), "--modes", "exvideo"]
     with tempfile.TemporaryDirectory() as cache:
-        runs = [run_worker("benchmarks.bench_train", ["ms", *common, "--cache", cache], timeout=7200) for _ in range(2)]
+        runs = [run_worker("benchmarks.bench_train", ["ms", *common, "--cache", cache], timeout=7200,
+                           allocator=MS_ALLOCATOR) for _ in range(2)]
     if [r["cache_reused"] for r in runs] != [False, True]:
         raise RuntimeError(f"the second process did not find the first one's cache: {runs}")
-    torch = run_worker("benchmarks.bench_train", ["torch", *common], timeout=7200)
+    torch = run_worker("benchmarks.bench_train", ["torch", *common], timeout=7200, allocator=TORCH_ALLOCATOR)
     lines = [f"`python -m benchmarks.bench_train --compile_cache` — bench_train's mid-size step (exvideo mode, {frames} "
              f"frames, {size * 8}×{size * 8}, batch 1, fp32, recompute), each run in a fresh process; MindSpore twice over "
              "one new compile-cache folder (as train.py's `--environment.compile_cache` keeps one per configuration): "
@@ -346,21 +350,24 @@ def main():
         compile_cache_table(a.frames, a.size, a.steps)
         return
     common = ["--steps", str(a.steps), "--frames", str(a.frames), "--size", str(a.size)]
-    res = {m: [run_worker("benchmarks.bench_train", ["ms", *common, "--frozen", a.frozen, "--modes", m], timeout=7200),
-               run_worker("benchmarks.bench_train", ["torch", *common, "--modes", m], timeout=7200)] for m in modes}
+    res = {m: [run_worker("benchmarks.bench_train", ["ms", *common, "--frozen", a.frozen, "--modes", m], timeout=7200,
+                          allocator=MS_ALLOCATOR),
+               run_worker("benchmarks.bench_train", ["torch", *common, "--modes", m], timeout=7200,
+                          allocator=TORCH_ALLOCATOR)] for m in modes}
     lines = [f"`python -m benchmarks.bench_train --modes {a.modes}` — one training step, mid-size SVD-XT (half width), "
              f"{a.frames} frames, {a.size * 8}×{a.size * 8}, batch 1, random weights; steady = mean of steps 2..{a.steps}. "
              "Both sides are the same network, ExVideo's 128-row table and conv included (PyTorch: diffusers' UNet "
              "patched by benchmarks/torch_exvideo.py), and train the same set: exvideo: the temporal transformers with "
              "the table and conv; temporal_only: every temporal layer; lora: rank-16 branches on to_q/to_k/to_v/to_out.0 "
-             "of every attention (ours; PEFT on the PyTorch side); full: the whole UNet.",
-             "", "| mode | framework | trainable | first step (s) | steady step (s) | peak RSS (GiB) | ms/torch time | ms/torch RSS |",
-             "|---|---|---|---|---|---|---|---|"]
+             "of every attention (ours; PEFT on the PyTorch side); full: the whole UNet. Host allocator: each side's "
+             "as its users run it (train.py: jemalloc; PyTorch: glibc).",
+             "", "| mode | framework | allocator | trainable | first step (s) | steady step (s) | peak RSS (GiB) | "
+             "ms/torch time | ms/torch RSS |", "|---|---|---|---|---|---|---|---|---|"]
     for m, (ms_r, th_r) in res.items():
         for r in (ms_r, th_r):
             ratio = (f"{ms_r['steady'] / th_r['steady']:.2f} | {ms_r['peak_rss'] / th_r['peak_rss']:.2f}" if r is ms_r
                      else " | ")
-            lines.append(f"| {m} | {r['framework']} | {r['trainable']:,} | {r['first']:.1f} | {r['steady']:.1f} | "
+            lines.append(f"| {m} | {r['framework']} | {r['allocator']} | {r['trainable']:,} | {r['first']:.1f} | {r['steady']:.1f} | "
                          f"{r['peak_rss']:.2f} | {ratio} |")
     append_section("Training step, mid-size, by training mode", lines)
     for m, (ms_r, th_r) in res.items():

@@ -27,19 +27,39 @@ def limit_threads() -> None:
         os.environ.setdefault(var, str(THREADS))
 
 
-def run_worker(module: str, args: Sequence[str], timeout: float = 3600) -> Dict:
-    """Run ``python -m module --worker ...`` in a fresh process (so peak RSS is its own) and parse the JSON
-    line it prints last."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), GLOG_v="3")
+def worker_env(allocator: str = "system") -> Dict[str, str]:
+    """The environment of a worker process: our thread count, MindSpore's C++ log quiet, and ``allocator``:
+    "system" (glibc's; any preload of this shell removed) or "jemalloc" (the preload and settings image_to_video.py
+    and train.py relaunch themselves with, exvideo_ms/allocator.py)."""
+    from exvideo_ms import allocator as alloc
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("LD_PRELOAD", "MALLOC_CONF", alloc.VARIABLE, alloc.RELAUNCHED)}
+    env.update(OMP_NUM_THREADS=str(THREADS), GLOG_v="3")
+    if allocator == "system":
+        return env
+    planned, why = alloc.plan({**env, alloc.VARIABLE: allocator}, alloc.bundled_jemalloc())
+    if planned is None:
+        raise RuntimeError(f"cannot run a worker with {allocator}: {why}")
+    return planned
+
+
+def run_worker(module: str, args: Sequence[str], timeout: float = 3600, allocator: str = "system") -> Dict:
+    """Run ``python -m module --worker ...`` in a fresh process (so peak RSS is its own) with ``allocator``
+    (worker_env) and parse the JSON line it prints last; checks that the worker ran with that allocator."""
     cmd = [sys.executable, "-m", module, "--worker", *args]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=REPO, env=worker_env(allocator), capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if result.get("allocator") != allocator:
+        raise RuntimeError(f"{' '.join(cmd)} ran with the {result.get('allocator')} allocator, not {allocator}")
+    return result
 
 
 def emit(result: Dict) -> None:
-    print(json.dumps(result), flush=True)
+    """Print a worker's result as the JSON line run_worker reads, with the allocator the process ran with."""
+    from exvideo_ms.allocator import active
+    print(json.dumps({**result, "allocator": active()}), flush=True)
 
 
 def best_of(fn, repeats: int) -> float:

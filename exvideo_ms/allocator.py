@@ -1,9 +1,10 @@
 """The host memory allocator of a command's process: MindSpore's bundled jemalloc by default, glibc's on request.
 
 Why (issue 23, measured on CPU with MindSpore 2.8.0; ``python -m benchmarks.bench_allocator``): a compiled
-MindSpore graph keeps many small host objects per kernel, and glibc's allocator holds about twice their size in
-fragmented heap. With jemalloc the mid-size UNet's forward graph keeps 879 MiB instead of 1316 MiB, and the train
-step's peak falls by about 1.1 GiB. CANN's installation guide recommends the same preload for Ascend hosts
+MindSpore graph keeps many small host objects per kernel, and glibc's allocator holds about half as much again in
+fragmented heap. The mid-size UNet's forward graph keeps 1316 MiB under glibc and 879 MiB under jemalloc (pages
+returned at once), and the mid-size train step peaks at 7.70 GiB instead of 8.70, compiling in 107 s instead of 138.
+CANN's installation guide recommends the same preload for Ascend hosts
 ("Memory Allocator Configuration", hiascend.com/document/detail/en/canncommercial/850/softwareinst/instg/
 instg_0099.html: ``export LD_PRELOAD=.../libjemalloc.so``), and the MindSpore wheel ships the library
 (``mindspore/lib/libjemalloc.so.2``).
@@ -29,9 +30,11 @@ VARIABLE = "EXVIDEO_MS_ALLOCATOR"
 CHOICES = ("jemalloc", "system")
 DEFAULT = "jemalloc"
 RELAUNCHED = "EXVIDEO_MS_ALLOCATOR_RELAUNCHED"  # set in the relaunched process: never relaunch twice
-# jemalloc returns freed pages at once (its default waits 10 s): the peak a user sees is what the program holds.
-# Measured: the train step's peak 8.59 GiB with jemalloc's default decay, 7.54 with this, 8.70 with glibc.
-JEMALLOC_CONF = "dirty_decay_ms:0,muzzy_decay_ms:0"
+# jemalloc returns freed pages to the system after 1 s (its default waits 10 s), so the peak a user sees is close
+# to what the program holds. Measured on bench_train's mid-size step: exvideo mode peaks at 8.59 GiB with jemalloc's
+# default decay, 7.54 with 0 s, 8.69 with glibc; full mode steps in 12.8 s with 0 s (11.84 GiB), 11.76 s with 1 s
+# (11.88 GiB), 11.67 s with glibc (13.54 GiB): returning pages at once costs time, after 1 s almost no memory.
+JEMALLOC_CONF = "dirty_decay_ms:1000,muzzy_decay_ms:0"
 USER_ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")  # a preload naming one of these is the user's choice
 BUNDLED = ("lib", "libjemalloc.so.2")  # inside the mindspore package
 
