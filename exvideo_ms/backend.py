@@ -16,7 +16,7 @@
 One choice is made per process rather than per network, and lives in ``exvideo_ms/allocator.py`` because it must
 be made before MindSpore is imported: the host memory allocator. image_to_video.py and train.py relaunch themselves
 with the jemalloc MindSpore's wheel ships (``EXVIDEO_MS_ALLOCATOR=system`` keeps glibc's); on every device the
-compiled graph's host objects then take about two thirds of the memory (that module gives the figures).
+compiled graph's host objects then take about two thirds of glibc's memory (that module gives the figures).
 
 A network is built for one ``Choices`` value, passed to its constructor (``build_model(cfg, choices=...)``);
 ``choices()`` is the process's own: that of the device ``setup_device`` selected, or the one ``use`` forces.
