@@ -77,7 +77,8 @@ def main():
              "a fresh process. Graph: benchmarks/graph_memory.py's UNet forward (width 64, 2 frames). Step: "
              "bench_train's mid-size exvideo step (8 frames, 128×128, recompute; steady = mean of steps 2..3). "
              "README: its first command, compile cache off (cold), as a user runs it.", "",
-             "| measure | MindSpore, glibc | MindSpore, jemalloc | jemalloc ÷ glibc | PyTorch, glibc | PyTorch, jemalloc |",
+             "| measure | MindSpore, glibc | MindSpore, jemalloc | jemalloc ÷ glibc | PyTorch, glibc | "
+             "PyTorch, jemalloc |",
              "|---|---|---|---|---|---|",
              row("graph kept after compiling (MiB)", pick(graph, "compiled_mib"), 0),
              row("train step: peak RSS (GiB)", pick(ms, "peak_rss"), 2, pick(torch, "peak_rss")),

@@ -12,7 +12,8 @@ instg_0099.html: ``export LD_PRELOAD=.../libjemalloc.so``), and the MindSpore wh
 An allocator is chosen when a process starts (``LD_PRELOAD``), so ``relaunch()`` runs first thing in a
 command's ``__main__`` block: it replaces the process by the same command with jemalloc preloaded (same pid,
 arguments and environment), before MindSpore is imported. Set ``EXVIDEO_MS_ALLOCATOR=system`` to keep glibc's.
-A preload the user chose (jemalloc or tcmalloc already in ``LD_PRELOAD``) is left alone, as is ``MALLOC_CONF``.
+A preload the user chose (jemalloc, tcmalloc or mimalloc already in ``LD_PRELOAD``) is left alone, as is
+``MALLOC_CONF``.
 This module imports nothing from MindSpore: importing it costs nothing before the relaunch.
 """
 from __future__ import annotations

@@ -74,7 +74,8 @@ def test_relaunch_replaces_the_process_by_the_same_command_with_jemalloc(tmp_pat
 def test_relaunch_keeps_the_system_allocator_when_asked(tmp_path):
     r = run_script(tmp_path, **{VARIABLE: "system"})
     pid = r.stdout.split()[1]
-    assert r.returncode == 0 and r.stdout.split("\n")[:2] == [f"start {pid} system", f"end {pid} system ['a', 'b c'] None"]
+    assert r.returncode == 0
+    assert r.stdout.split("\n")[:2] == [f"start {pid} system", f"end {pid} system ['a', 'b c'] None"]
 
 
 def test_bad_allocator_stops_the_command_with_exit_2_before_anything_runs(tmp_path):
