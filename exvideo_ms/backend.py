@@ -294,12 +294,19 @@ def compile_cache_dir(root, key: dict) -> Path:
     return Path(root).expanduser() / hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+# other spellings of "off" a user may type for the compile cache: refused, where they would name a folder
+OFF_WORDS = ("none", "off", "false", "no", "disable", "disabled")
+
+
 def compile_cache_root(value: Optional[str], option: str) -> Optional[Path]:
     """The compile cache's root folder of ``option``'s ``value`` (auto: user_cache_dir("compile"); None: off),
     checked now, before anything is compiled."""
     from exvideo_ms import media
     if value is None:
         return None
+    if str(value).lower() in OFF_WORDS:
+        raise ValueError(f"{option} {value}: null turns the compile cache off; for a folder of that name in the "
+                         f"working directory give ./{value}")
     root = user_cache_dir("compile") if value == "auto" else Path(value)
     return media.check_output_dir(root, option)
 

@@ -83,6 +83,9 @@ BAD_INPUTS = {  # case: (extra arguments, expected message)
     "absent_device": (["--device_target", "GPU"], "device_target GPU is not available"),
     "compile_cache_is_a_file": (["--mode", "0", "--compile_cache", "{tmp}/a_file"],
                                 "--compile_cache {tmp}/a_file is a file, not a folder"),
+    "compile_cache_none": (["--mode", "0", "--compile_cache", "none"],
+                           "--compile_cache none: null turns the compile cache off; for a folder of that name in "
+                           "the working directory give ./none"),
     "output_dir_is_a_file": (["--output_dir", "{tmp}/a_file"], "--output_dir {tmp}/a_file is a file, not a folder"),
     "input_video_length": (["--SVD.denoising_strength", "0.5", "--SVD.input_video", "{tmp}/frames"],
                            "--SVD.input_video has 1 frames, expected 2"),
@@ -131,7 +134,7 @@ def test_bad_inputs_exit_2_before_loading_weights_and_write_nothing(case, conver
     assert expected.format(**fill) in err
     assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1
     assert not out.exists() or not any(out.iterdir())
-    assert not (tmp_path / "rank_0").exists()
+    assert not (tmp_path / "rank_0").exists() and not (tmp_path / "none").exists()
 
 
 def test_help_describes_every_option():
