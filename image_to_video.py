@@ -189,9 +189,10 @@ def generate(args) -> dict:
     from exvideo_ms.settings import resolve_settings
 
     device = backend.setup_device(args.device_target, mode=args.mode)
+    host_allocator = allocator.active()
     logger.info("device_target %s%s, %s mode, %s allocator", device,
                 " (best available)" if args.device_target is None else "", "graph" if args.mode == 0 else "PyNative",
-                allocator.active())
+                host_allocator)
     opts: SVDOptions = args.SVD
     # every check before the weights are loaded
     cfg = load_config(opts.config)
@@ -243,7 +244,7 @@ def generate(args) -> dict:
         sidecar = {
             "outputs": written, "image": str(args.image), "config": str(opts.config),
             "checkpoint": [str(c) for c in checkpoint] if isinstance(checkpoint, list) else str(checkpoint),
-            "model": pipe.cfg.name, "device_target": device, "mode": args.mode, "allocator": allocator.active(),
+            "model": pipe.cfg.name, "device_target": device, "mode": args.mode, "allocator": host_allocator,
             "compile_cache": cache,
             "lora": [{"file": f.path, "naming": f.naming, "layers": len(f.updates), "scale": s} for f, s in loras],
             "settings": settings,

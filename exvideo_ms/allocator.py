@@ -69,9 +69,9 @@ def plan(environ: Mapping[str, str], library: Optional[Path], platform: str = sy
     wanted = choice(environ)
     if wanted == "system":
         return None, f"system allocator ({VARIABLE}=system)"
-    if environ.get(RELAUNCHED):
-        return None, "jemalloc preloaded by exvideo_ms"
     preload = environ.get("LD_PRELOAD", "")
+    if environ.get(RELAUNCHED):
+        return None, f"relaunched with LD_PRELOAD={preload}"
     named = [a for a in USER_ALLOCATORS if a in preload]
     if named:
         return None, f"the allocator in LD_PRELOAD ({named[0]}), as set"
@@ -97,7 +97,8 @@ def active(maps: str = "/proc/self/maps") -> str:
 
 
 def relaunch() -> None:
-    """Run this command again with jemalloc preloaded, unless ``plan`` says otherwise (then log why and return).
+    """Run this command again with jemalloc preloaded, unless ``plan`` says otherwise (then return, with a warning
+    naming the reason when jemalloc was wanted but is not loaded).
     Call it first in ``__main__``: everything the process did before is discarded. A bad EXVIDEO_MS_ALLOCATOR
     stops the command with exit code 2 and one line naming it."""
     try:
@@ -106,10 +107,12 @@ def relaunch() -> None:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2)
     if env is None:
-        if os.environ.get(RELAUNCHED) and active() != "jemalloc":
-            logger.warning("LD_PRELOAD=%s did not load jemalloc; running with the system allocator",
-                           os.environ.get("LD_PRELOAD"))
-        logger.debug("host allocator: %s", why)
+        # jemalloc wanted (not "system", not the user's own preload) but absent: say why (logging is not configured
+        # yet, so this reaches stderr through logging's last-resort handler)
+        users_own = not os.environ.get(RELAUNCHED) and any(a in os.environ.get("LD_PRELOAD", "")
+                                                            for a in USER_ALLOCATORS)
+        if choice(os.environ) == "jemalloc" and not users_own and active() != "jemalloc":
+            logger.warning("jemalloc is not loaded (%s); running with the system allocator", why)
         return
     argv = list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])  # orig_argv: Python >= 3.10
     sys.stdout.flush()

@@ -24,7 +24,7 @@ def test_default_plan_preloads_jemalloc_before_the_users_preload_and_keeps_the_r
 
 @pytest.mark.parametrize("environ, library, platform, reason", [
     ({VARIABLE: "system"}, LIB, "linux", "EXVIDEO_MS_ALLOCATOR=system"),
-    ({RELAUNCHED: "1"}, LIB, "linux", "preloaded by exvideo_ms"),  # never twice
+    ({RELAUNCHED: "1", "LD_PRELOAD": str(LIB)}, LIB, "linux", f"relaunched with LD_PRELOAD={LIB}"),  # never twice
     ({"LD_PRELOAD": "/opt/libtcmalloc.so"}, LIB, "linux", "(tcmalloc), as set"),
     ({"LD_PRELOAD": "/x/libjemalloc.so"}, LIB, "linux", "(jemalloc), as set"),
     ({}, LIB, "darwin", "this is darwin"),
@@ -83,3 +83,25 @@ def test_bad_allocator_stops_the_command_with_exit_2_before_anything_runs(tmp_pa
     assert r.returncode == 2 and "end" not in r.stdout
     assert r.stderr.strip() == ("error: EXVIDEO_MS_ALLOCATOR='glibc' is not an allocator this project knows; "
                                 "use one of ('jemalloc', 'system') (unset: jemalloc)")
+
+
+@pytest.mark.parametrize("environ, warned", [
+    ({}, True),  # wanted, and this wheel has none: the warning names why
+    ({VARIABLE: "system"}, False),  # asked for
+    ({"LD_PRELOAD": "/opt/libtcmalloc.so"}, False),  # the user's own
+])
+def test_relaunch_warns_when_jemalloc_was_wanted_but_is_not_there(environ, warned, monkeypatch, caplog):
+    for key in (VARIABLE, RELAUNCHED, "LD_PRELOAD"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(allocator, "bundled_jemalloc", lambda: None)
+    with caplog.at_level("WARNING", logger="exvideo_ms.allocator"):
+        allocator.relaunch()  # returns: nothing to relaunch with
+    messages = [r.getMessage() for r in caplog.records]
+    if warned:
+        assert messages == ["jemalloc is not loaded (system allocator: this MindSpore wheel has no "
+                            "mindspore/lib/libjemalloc.so.2 (compiled graphs keep about 1.5x the host memory; see "
+                            "exvideo_ms/allocator.py)); running with the system allocator"]
+    else:
+        assert messages == []
