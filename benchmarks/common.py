@@ -37,7 +37,7 @@ def worker_env(allocator: str = "system") -> Dict[str, str]:
     env.update(OMP_NUM_THREADS=str(THREADS), GLOG_v="3")
     if allocator == "system":
         return env
-    planned, why = alloc.plan({**env, alloc.VARIABLE: allocator}, alloc.bundled_jemalloc())
+    planned, why, _ = alloc.plan({**env, alloc.VARIABLE: allocator}, alloc.bundled_jemalloc())
     if planned is None:
         raise RuntimeError(f"cannot run a worker with {allocator}: {why}")
     return planned

@@ -23,7 +23,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, Mapping, NamedTuple, Optional
 
 logger = logging.getLogger(__name__)
 
@@ -62,29 +62,35 @@ def choice(environ: Mapping[str, str]) -> str:
     return value
 
 
-def plan(environ: Mapping[str, str], library: Optional[Path], platform: str = sys.platform
-         ) -> Tuple[Optional[Dict[str, str]], str]:
-    """What ``relaunch`` does: (the environment to start the command again with, or None to go on as is; why).
-    A pure function of the environment, the bundled library's path and the platform."""
+class Plan(NamedTuple):
+    """What ``relaunch`` does."""
+
+    env: Optional[Dict[str, str]]  # the environment to start the command again with, or None to go on as is
+    why: str
+    ours: bool  # jemalloc is this project's to load (not the system allocator asked for, not the user's preload)
+
+
+def plan(environ: Mapping[str, str], library: Optional[Path], platform: str = sys.platform) -> Plan:
+    """A pure function of the environment, the bundled library's path and the platform."""
     wanted = choice(environ)
     if wanted == "system":
-        return None, f"system allocator ({VARIABLE}=system)"
+        return Plan(None, f"system allocator ({VARIABLE}=system)", False)
     preload = environ.get("LD_PRELOAD", "")
     if environ.get(RELAUNCHED):
-        return None, f"relaunched with LD_PRELOAD={preload}"
+        return Plan(None, f"relaunched with LD_PRELOAD={preload}", True)
     named = [a for a in USER_ALLOCATORS if a in preload]
     if named:
-        return None, f"the allocator in LD_PRELOAD ({named[0]}), as set"
+        return Plan(None, f"the allocator in LD_PRELOAD ({named[0]}), as set", False)
     if not platform.startswith("linux"):
-        return None, f"system allocator (LD_PRELOAD is a Linux mechanism; this is {platform})"
+        return Plan(None, f"system allocator (LD_PRELOAD is a Linux mechanism; this is {platform})", True)
     if library is None:
-        return None, ("system allocator: this MindSpore wheel has no mindspore/lib/libjemalloc.so.2 (compiled "
-                      "graphs keep about 1.5x the host memory; see exvideo_ms/allocator.py)")
+        return Plan(None, ("system allocator: this MindSpore wheel has no mindspore/lib/libjemalloc.so.2 (compiled "
+                           "graphs keep about 1.5x the host memory; see exvideo_ms/allocator.py)"), True)
     env = dict(environ)
     env["LD_PRELOAD"] = f"{library}:{preload}" if preload else str(library)
     env.setdefault("MALLOC_CONF", JEMALLOC_CONF)
     env[RELAUNCHED] = "1"
-    return env, f"jemalloc ({library})"
+    return Plan(env, f"jemalloc ({library})", True)
 
 
 def active(maps: str = "/proc/self/maps") -> str:
@@ -102,16 +108,14 @@ def relaunch() -> None:
     Call it first in ``__main__``: everything the process did before is discarded. A bad EXVIDEO_MS_ALLOCATOR
     stops the command with exit code 2 and one line naming it."""
     try:
-        env, why = plan(os.environ, bundled_jemalloc())
+        env, why, ours = plan(os.environ, bundled_jemalloc())
     except AllocatorError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2)
     if env is None:
-        # jemalloc wanted (not "system", not the user's own preload) but absent: say why (logging is not configured
-        # yet, so this reaches stderr through logging's last-resort handler)
-        users_own = not os.environ.get(RELAUNCHED) and any(a in os.environ.get("LD_PRELOAD", "")
-                                                            for a in USER_ALLOCATORS)
-        if choice(os.environ) == "jemalloc" and not users_own and active() != "jemalloc":
+        # ours to load but absent: say why (logging is not configured yet, so this reaches stderr through
+        # logging's last-resort handler)
+        if ours and active() != "jemalloc":
             logger.warning("jemalloc is not loaded (%s); running with the system allocator", why)
         return
     argv = list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])  # orig_argv: Python >= 3.10

@@ -14,25 +14,26 @@ LIB = Path("/ms/lib/libjemalloc.so.2")
 
 
 def test_default_plan_preloads_jemalloc_before_the_users_preload_and_keeps_the_rest():
-    env, why = plan({"PATH": "/bin", "LD_PRELOAD": "/usr/lib/libgomp.so.1"}, LIB, "linux")
+    env, why, ours = plan({"PATH": "/bin", "LD_PRELOAD": "/usr/lib/libgomp.so.1"}, LIB, "linux")
     assert env == {"PATH": "/bin", "LD_PRELOAD": f"{LIB}:/usr/lib/libgomp.so.1", "MALLOC_CONF": JEMALLOC_CONF,
                    RELAUNCHED: "1"}
-    assert why == f"jemalloc ({LIB})"
-    env, _ = plan({"MALLOC_CONF": "narenas:2"}, LIB, "linux")
+    assert why == f"jemalloc ({LIB})" and ours
+    env, _, _ = plan({"MALLOC_CONF": "narenas:2"}, LIB, "linux")
     assert env["LD_PRELOAD"] == str(LIB) and env["MALLOC_CONF"] == "narenas:2"  # the user's jemalloc settings win
 
 
-@pytest.mark.parametrize("environ, library, platform, reason", [
-    ({VARIABLE: "system"}, LIB, "linux", "EXVIDEO_MS_ALLOCATOR=system"),
-    ({RELAUNCHED: "1", "LD_PRELOAD": str(LIB)}, LIB, "linux", f"relaunched with LD_PRELOAD={LIB}"),  # never twice
-    ({"LD_PRELOAD": "/opt/libtcmalloc.so"}, LIB, "linux", "(tcmalloc), as set"),
-    ({"LD_PRELOAD": "/x/libjemalloc.so"}, LIB, "linux", "(jemalloc), as set"),
-    ({}, LIB, "darwin", "this is darwin"),
-    ({}, None, "linux", "no mindspore/lib/libjemalloc.so.2"),
+# ours: jemalloc is this project's to load, so relaunch warns when it is not loaded
+@pytest.mark.parametrize("environ, library, platform, reason, ours", [
+    ({VARIABLE: "system"}, LIB, "linux", "EXVIDEO_MS_ALLOCATOR=system", False),
+    ({RELAUNCHED: "1", "LD_PRELOAD": str(LIB)}, LIB, "linux", f"relaunched with LD_PRELOAD={LIB}", True),  # once
+    ({"LD_PRELOAD": "/opt/libtcmalloc.so"}, LIB, "linux", "(tcmalloc), as set", False),
+    ({"LD_PRELOAD": "/x/libjemalloc.so"}, LIB, "linux", "(jemalloc), as set", False),
+    ({}, LIB, "darwin", "this is darwin", True),
+    ({}, None, "linux", "no mindspore/lib/libjemalloc.so.2", True),
 ])
-def test_plan_goes_on_as_is_and_says_why(environ, library, platform, reason):
-    env, why = plan(environ, library, platform)
-    assert env is None and reason in why
+def test_plan_goes_on_as_is_and_says_why(environ, library, platform, reason, ours):
+    p = plan(environ, library, platform)
+    assert p.env is None and reason in p.why and p.ours is ours
 
 
 def test_unknown_allocator_is_refused_naming_the_variable_and_the_choices():
