@@ -180,16 +180,13 @@ def object_ranges(root: Union[str, Path], frames: int) -> dict:
     make_synthetic_dataset.py), each clip against its own first frame: the ranges generated videos are held to
     (the data's own colour changes come from mp4 compression and overlapping objects). Returns the largest and
     95th-percentile per-frame colour ΔE of present objects and the fraction of (object, frame) pairs present."""
+    from exvideo_ms.data.object_masks import read_labels
     from exvideo_ms.media import read_video
     root = Path(root)
     errors, present = [], []
     for item in json.loads((root / "metadata.json").read_text()):
-        mask_file = root / "masks" / (Path(item["path"]).stem + ".npz")
-        if not mask_file.is_file():
-            raise FileNotFoundError(f"{mask_file}: no object masks for {item['path']} (written by "
-                                    f"scripts/make_synthetic_dataset.py)")
+        labels = read_labels(root, item["path"])[0]
         video = read_video(root / item["path"], count=frames)
-        labels = np.load(mask_file)["labels"][0]
         for obj in object_measures(video, video[0], labels):
             found = np.asarray(obj["present"])
             present.extend(found.tolist())

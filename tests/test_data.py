@@ -7,7 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from exvideo_ms.data.dataset import DataOptions, VideoClipSource, batches, sample_indices
+from exvideo_ms.data.dataset import DataOptions, VideoClipSource, batches, make_source, sample_indices
+from exvideo_ms.data.object_masks import object_fraction, read_labels
 from exvideo_ms.data.motion import THRESHOLDS, motion_bucket, motion_score
 from exvideo_ms.data.sources import DatasetError, load_clips
 from exvideo_ms.data.transforms import frame_indices, resize_crop
@@ -133,3 +134,61 @@ def test_sample_indices_split_a_global_batch_across_ranks():
     two = sample_indices(3, 0, 1, 0, 2, 1) + sample_indices(3, 0, 1, 1, 2, 1)
     assert one == two == [6, 7]
     assert sample_indices(1, 1, 2, 0, 1, 1) == [3]
+
+
+# ------------------------------------------------------------------------------------------ object masks
+def test_object_fraction_is_the_object_share_of_each_latent_pixel(synthetic):
+    labels = read_labels(synthetic, "videos/clip_00000.mp4")  # 10 frames of 48², 0 background, k the k-th object
+    assert labels.shape == (10, 48, 48) and labels.max() >= 1
+    # no resize: the block mean of the object pixels
+    share = object_fraction(labels, 48, 48, 8)
+    want = (labels > 0).reshape(10, 6, 8, 6, 8).mean(axis=(2, 4))
+    np.testing.assert_allclose(share, want, atol=1e-7)
+    assert 0 < share.mean() < 0.5
+    # resized and cropped as the frames are: an all-object or object-free frame stays 1 or 0 everywhere
+    full, empty = np.ones((2, 30, 50), np.uint8), np.zeros((2, 30, 50), np.uint8)
+    np.testing.assert_array_equal(object_fraction(full, 16, 24, 8), np.ones((2, 2, 3)))
+    np.testing.assert_array_equal(object_fraction(empty, 16, 24, 8), np.zeros((2, 2, 3)))
+    # the left half of a frame that is cropped to its centre: more object on the left latent pixels
+    half = np.zeros((1, 32, 64), np.uint8)
+    half[:, :, :32] = 3
+    s = object_fraction(half, 32, 32, 8)  # the crop keeps columns 16..47: object in the crop's left half
+    np.testing.assert_allclose(s, np.repeat([[[1.0, 1.0, 0.0, 0.0]]], 4, axis=1), atol=1e-7)
+    with pytest.raises(ValueError, match="do not tile"):
+        object_fraction(labels, 48, 44, 8)
+    with pytest.raises(DatasetError, match="clip_00099.npz: no object masks"):
+        read_labels(synthetic, "videos/clip_00099.mp4")
+
+
+def _precomputed(root, with_fraction: bool, frames: int = 8):
+    """A precomputed folder by hand: frame i's latents all i, its object fraction i / 100."""
+    root.mkdir()
+    lat = np.broadcast_to(np.arange(frames, dtype=np.float32)[:, None, None, None], (frames, 4, 2, 3)).copy()
+    extra = {"object_fraction": lat[:, 0] / 100} if with_fraction else {}
+    np.savez(root / "a.npz", latents=lat, clip_embeddings=np.zeros((frames, 1, 4), np.float32), fps=np.float32(8),
+             motion_bucket_id=np.float32(20), **extra)
+    (root / "precomputed.json").write_text(json.dumps(
+        {"files": ["a.npz"], "encode_scale": 2.0, "num_frames": frames, "object_fraction": with_fraction}))
+
+
+def test_precomputed_windows_carry_their_own_object_fractions(tmp_path):
+    _precomputed(tmp_path / "with", True)
+    o = DataOptions(path=str(tmp_path / "with"), format="precomputed", num_frames=3, interval=2, start="random")
+    source = make_source(o, seed=5, object_fraction=True)
+    assert source.columns[-1] == "object_fraction"
+    starts = set()
+    for i in range(12):
+        latents, cond, _, _, _, _, fraction = source[i]
+        frames = latents[:, 0, 0, 0]
+        np.testing.assert_array_equal(frames, frames[0] + np.array([0, 2, 4]))
+        assert fraction.shape == (3, 2, 3)
+        np.testing.assert_allclose(fraction * 100, np.broadcast_to(frames[:, None, None], (3, 2, 3)), rtol=1e-6)
+        starts.add(int(frames[0]))
+    assert len(starts) > 1  # random starts, each with its own fractions
+    assert len(make_source(o, seed=5)[0]) == 6  # not asked for: the plain columns
+    # asked for where there are none: refused before training, naming the fix
+    _precomputed(tmp_path / "without", False)
+    with pytest.raises(DatasetError, match="hold no object fractions.*--object_masks"):
+        make_source(DataOptions(path=str(tmp_path / "without"), format="precomputed", num_frames=3), 5, True)
+    with pytest.raises(DatasetError, match="dataset.format is 'metadata'"):
+        make_source(DataOptions(path=str(tmp_path / "with"), format="metadata"), 5, True)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from exvideo_ms import evaluation
+from exvideo_ms.data.sources import DatasetError
 from tests.helpers import REPO, load_script
 
 
@@ -115,5 +116,5 @@ def test_heldout_object_ranges_from_the_written_masks(tmp_path):
     r = evaluation.object_ranges(tmp_path / "heldout", 8)
     assert r["present_fraction"] > 0.9 and 0 < r["delta_e_p95"] <= r["delta_e_max"] < 25  # 16 demo clips: 0.94, 9.5, 17.9
     (tmp_path / "heldout" / "masks" / "clip_00001.npz").unlink()
-    with pytest.raises(FileNotFoundError, match="clip_00001.npz: no object masks"):
+    with pytest.raises(DatasetError, match="clip_00001.npz: no object masks"):
         evaluation.object_ranges(tmp_path / "heldout", 8)

@@ -70,7 +70,7 @@ def test_initial_weights_may_lack_only_exvideo_additions_or_a_scratch_unet(conve
 
 
 # ------------------------------------------------------------------------------ loss and gradients vs torch
-def _torch_loss(unet, latents, cond, clip, ids, sigma, noise, recipe, contrast):
+def _torch_loss(unet, latents, cond, clip, ids, sigma, noise, recipe, contrast, fraction=None, object_weight=0.0):
     b, t = latents.shape[:2]
     s = sigma.reshape(b, 1, 1, 1, 1)
     x = latents + s * noise
@@ -79,33 +79,42 @@ def _torch_loss(unet, latents, cond, clip, ids, sigma, noise, recipe, contrast):
     out = unet(inp, 0.25 * torch.log(sigma), clip, ids).sample
     x0 = c_skip * x + c_out * out
     target = latents * contrast if recipe == "exvideo" else latents
-    err = ((x0 - target) ** 2).reshape(b, -1).mean(1)
+    sq = (x0 - target) ** 2
+    plain = sq.reshape(b, -1).mean(1)
+    err = plain
+    if fraction is not None:  # per latent pixel 1 + K·f, the same for every channel; normalised by the weights' mean
+        pixel = (1 + object_weight * fraction)[:, :, None].expand_as(sq)
+        err = (sq * pixel).reshape(b, -1).mean(1) / pixel.reshape(b, -1).mean(1)
     w = (sigma ** 2 + 1) ** 0.5 / sigma if recipe == "exvideo" else (sigma ** 2 + 1) / sigma ** 2
-    return (err * w).mean(), err.mean()
+    return (err * w).mean(), plain.mean()
 
 
 LOSS_INPUTS = ("latents", "cond", "clip", "ids", "sigma", "noise")  # DenoisingLoss's and _torch_loss's order
 
 
 def loss_batch() -> dict:
-    """One batch for the tiny UNet's loss: 2 videos of 3 frames, σ 0.7 and 12."""
+    """One batch for the tiny UNet's loss: 2 videos of 3 frames, σ 0.7 and 12, and object fractions in [0, 1]
+    (a quarter of the latent pixels wholly object, a quarter partly, half background)."""
     g = np.random.default_rng(0)
     b, t, h, w = 2, 3, 8, 16
     batch = dict(latents=g.standard_normal((b, t, 4, h, w)), cond=g.standard_normal((b, 4, h, w)),
                  clip=g.standard_normal((b, 1, 32)), ids=np.array([[29, 40, 0.0], [6, 127, 0.02]]),
-                 sigma=np.array([0.7, 12.0]), noise=g.standard_normal((b, t, 4, h, w)))
+                 sigma=np.array([0.7, 12.0]), noise=g.standard_normal((b, t, 4, h, w)),
+                 fraction=g.choice([0.0, 0.0, 1.0, 0.25, 0.6], size=(b, t, h, w)))
     return {k: v.astype(np.float32) for k, v in batch.items()}
 
 
-@pytest.mark.parametrize("recipe", ["exvideo", "edm"])
-def test_loss_and_gradients_match_pytorch(ms_model, aligned_unet, tiny_cfg, recipe):
+# edm with the object-weighted error (train/loss.py), exvideo without: each recipe's σ weighting and target once
+@pytest.mark.parametrize("recipe,object_weight", [("exvideo", None), ("edm", 16.0)])
+def test_loss_and_gradients_match_pytorch(ms_model, aligned_unet, tiny_cfg, recipe, object_weight):
     batch = loss_batch()
     unet = ms_model.unet
     names = trainable_names(unet, "temporal_only", has_extension=False)
     params = dict(unet.parameters_and_names())
-    loss = DenoisingLoss(unet, recipe, 1.01, tiny_cfg.conditioning.addition_time_embed_dim)
+    loss = DenoisingLoss(unet, recipe, 1.01, tiny_cfg.conditioning.addition_time_embed_dim, object_weight or 0.0)
     grad_fn = ms.value_and_grad(loss, None, [params[n] for n in names], has_aux=True)
-    (weighted, aux), grads = grad_fn(*(Tensor(batch[k]) for k in LOSS_INPUTS))
+    extra = (Tensor(batch["fraction"]),) if object_weight else ()
+    (weighted, aux), grads = grad_fn(*(Tensor(batch[k]) for k in LOSS_INPUTS), *extra)
     plain = aux[0] if isinstance(aux, tuple) else aux
     tu = aligned_unet
     tu.zero_grad()
@@ -115,8 +124,12 @@ def test_loss_and_gradients_match_pytorch(ms_model, aligned_unet, tiny_cfg, reci
     tparams = dict(tu.named_parameters())
     for n in names:
         tparams[table[f"unet.{n}"][0][0][len("unet."):]].requires_grad_(True)
-    tw, tp = _torch_loss(tu, *(torch.from_numpy(batch[k]) for k in LOSS_INPUTS),
-                         recipe, 1.01)
+    fraction = torch.from_numpy(batch["fraction"]) if object_weight else None
+    tw, tp = _torch_loss(tu, *(torch.from_numpy(batch[k]) for k in LOSS_INPUTS), recipe, 1.01, fraction,
+                         object_weight or 0.0)
+    if object_weight:  # the objects' weight moves the loss: the comparison below is not the unweighted one again
+        assert abs(tw.item() - _torch_loss(tu, *(torch.from_numpy(batch[k]) for k in LOSS_INPUTS), recipe,
+                                           1.01)[0].item()) > 0.01 * abs(tw.item())
     tw.backward()
     assert abs(float(weighted.asnumpy()) - tw.item()) <= 1e-4 * abs(tw.item())
     assert abs(float(plain.asnumpy()) - tp.item()) <= 1e-4 * abs(tp.item())
@@ -233,7 +246,7 @@ def micro_run(tmp_path_factory):
     r = subprocess.run([sys.executable, str(REPO / "svd_tools" / "precompute.py"), "--model.config", str(MICRO),
                         "--model.checkpoint", str(root / "micro.ckpt"), "--dataset.path", str(root / "data" / "train"),
                         "--dataset.num_frames", "4", "--dataset.height", "32", "--dataset.width", "32",
-                        "--dataset.fps", "8", "--output", str(root / "latents"), "--mode", "1"],
+                        "--dataset.fps", "8", "--object_masks", "true", "--output", str(root / "latents"), "--mode", "1"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     return root
@@ -318,6 +331,33 @@ def test_graph_training_halves_the_loss_on_one_clip(micro_run):
     assert len(log) == STEPS_OVERFIT and set(log[0]) >= {"step", "loss", "weighted_loss", "sigma", "lr", "loss_scale",
                                                "overflow", "step_time", "samples_per_s", "skipped_clips"}
     assert (micro_run / "overfit" / "loss.png").is_file()
+
+
+def test_precomputed_object_fractions_are_the_masks_share_of_each_latent_pixel(micro_run):
+    meta = json.loads((micro_run / "latents" / "precomputed.json").read_text())
+    assert meta["object_fraction"] is True and len(meta["files"]) == 6
+    clips = json.loads((micro_run / "data" / "train" / "metadata.json").read_text())
+    for name, clip in zip(meta["files"], clips):  # precompute names its files by the clips' order
+        with np.load(micro_run / "latents" / name) as z:
+            latents, share = z["latents"], z["object_fraction"]
+        labels = np.load(micro_run / "data" / "train" / "masks" / (Path(clip["path"]).stem + ".npz"))["labels"][:4]
+        f = 32 // latents.shape[-1]  # the VAE's downsampling: 32² frames, no resize
+        want = (labels > 0).reshape(4, 32 // f, f, 32 // f, f).mean(axis=(2, 4))
+        assert share.shape == (4,) + latents.shape[2:]
+        np.testing.assert_allclose(share, want, atol=1e-7, err_msg=name)
+
+
+@pytest.mark.slow
+def test_object_weight_weights_the_trained_loss_but_not_the_plain_one(micro_run):
+    """Same seed, weights and samples with and without the object weight: the logged plain x0 MSE of the first step
+    is the same, the weighted loss the step differentiates is not (so the fractions reach the compiled graph)."""
+    logs = {}
+    for k in (0.0, 16.0):
+        name = f"object_weight_{int(k)}"
+        run_train(micro_run, write_config(micro_run, name, max_steps=1, save_every=1, loss={"object_weight": k}))
+        logs[k] = json.loads((micro_run / name / "train_log.jsonl").read_text().splitlines()[0])
+    assert logs[0.0]["loss"] == pytest.approx(logs[16.0]["loss"], rel=1e-5)
+    assert abs(logs[16.0]["weighted_loss"] - logs[0.0]["weighted_loss"]) > 0.01 * logs[0.0]["weighted_loss"]
 
 
 def test_exvideo_mode_trains_only_its_blocks_with_fp16_frozen_weights(micro_run):
@@ -478,6 +518,10 @@ def test_bad_options_exit_2(micro_run, tmp_path, capsys, monkeypatch):
     nan_lr = tmp_path / "nan_lr.yaml"
     nan_lr.write_text(cfg_path.read_text().replace("lr: 0.001", "lr: .nan"))
     assert ".nan" in nan_lr.read_text()
+    no_fractions = tmp_path / "latents_without_fractions"  # precomputed without --object_masks
+    shutil.copytree(micro_run / "latents", no_fractions)
+    meta = json.loads((no_fractions / "precomputed.json").read_text())
+    (no_fractions / "precomputed.json").write_text(json.dumps({**meta, "object_fraction": False}))
     csv_root = tmp_path / "csv_data"
     csv_root.mkdir()
     (csv_root / "metadata.csv").write_text("path,length,motion_bucket_id\nvideos/a.mp4,8,12\nvideos/b.mp4,8,fast\n")
@@ -501,6 +545,12 @@ def test_bad_options_exit_2(micro_run, tmp_path, capsys, monkeypatch):
         (["--config", str(cfg_path), "--train.lora.targets", "[attention]"], "--train.lora.targets"),
         (["--config", str(cfg_path), "--train.max_step", "3"], "unrecognized arguments: --train.max_step"),
         (["--config", str(cfg_path), "--train.seed", "1", "--train.seed", "2"], "--train.seed is given more than once"),
+        (["--config", str(cfg_path), "--train.loss.object_weight", "-1"],
+         "--train.loss.object_weight must be >= 0.0, got -1.0"),
+        (["--config", str(cfg_path), "--train.loss.object_weight", "4", "--train.dataset.format", "metadata"],
+         "--train.loss.object_weight needs --train.dataset.format precomputed"),
+        (["--config", str(cfg_path), "--train.loss.object_weight", "4", "--train.dataset.path", str(no_fractions)],
+         "hold no object fractions"),
     ]
     for args, message in cases:
         code, err = train_in_process(args, capsys)

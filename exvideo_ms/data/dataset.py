@@ -165,11 +165,10 @@ class PrecomputedSource:
     """Clips written by ``svd_tools/precompute.py``: every frame's latent (× the encode scale) and CLIP
     embedding, fps and motion bucket. A sample is a window of ``num_frames`` (``interval``, ``start``) like
     ``VideoClipSource``'s; its conditioning latent is the window's first latent unscaled (ExVideo trains
-    without noise augmentation) and its CLIP embedding that frame's."""
+    without noise augmentation) and its CLIP embedding that frame's. With ``object_fraction`` a sample also
+    carries the window's share of object pixels under each latent pixel (precompute.py --object_masks)."""
 
-    columns = COLUMNS_LATENTS
-
-    def __init__(self, opts: DataOptions, seed: int):
+    def __init__(self, opts: DataOptions, seed: int, object_fraction: bool = False):
         root = Path(opts.path)
         index = root / "precomputed.json"
         if not index.is_file():
@@ -183,7 +182,11 @@ class PrecomputedSource:
             raise DatasetError(f"{index}: lists no clips")
         if opts.num_frames > meta["num_frames"]:
             raise DatasetError(f"{index}: clips hold {meta['num_frames']} frames, dataset.num_frames is {opts.num_frames}")
-        self.opts, self.seed = opts, seed
+        if object_fraction and not meta.get("object_fraction"):
+            raise DatasetError(f"{index}: these latents hold no object fractions, which the object-weighted loss "
+                               f"needs (run svd_tools/precompute.py with --object_masks)")
+        self.opts, self.seed, self.object_fraction = opts, seed, object_fraction
+        self.columns = COLUMNS_LATENTS + (("object_fraction",) if object_fraction else ())
         self.encode_scale = float(meta["encode_scale"])
         self.order = _Order(len(self.files), seed)
 
@@ -199,20 +202,30 @@ class PrecomputedSource:
                 with np.load(path) as z:
                     latents, clips = z["latents"], z["clip_embeddings"]
                     fps, mb = np.float32(z["fps"]), np.float32(z["motion_bucket_id"])
+                    fraction = z["object_fraction"] if self.object_fraction else None
                 span = (o.num_frames - 1) * o.interval + 1
                 if len(latents) < span:
                     raise DatasetError(f"{len(latents)} frames, needs {span}")
+                if fraction is not None and fraction.shape != latents.shape[:1] + latents.shape[2:]:
+                    raise DatasetError(f"object_fraction of shape {fraction.shape}, latents {latents.shape}")
                 start = int(rng.integers(0, len(latents) - span + 1)) if o.start == "random" else 0
                 idx = frame_indices(len(latents), o.num_frames, o.interval, start)
-                return (latents[idx].astype(np.float32), (latents[start] / self.encode_scale).astype(np.float32),
-                        clips[start].astype(np.float32), fps, mb, np.int32(attempt))
+                sample = (latents[idx].astype(np.float32), (latents[start] / self.encode_scale).astype(np.float32),
+                          clips[start].astype(np.float32), fps, mb, np.int32(attempt))
+                return sample + ((fraction[idx].astype(np.float32),) if fraction is not None else ())
             except (OSError, KeyError, ValueError, DatasetError) as e:
                 logger.warning("skipping precomputed clip %s: %s", path, e)
         raise DatasetError(f"{MAX_SKIPS} consecutive precomputed clips were unusable around sample {index}")
 
 
-def make_source(opts: DataOptions, seed: int):
-    return PrecomputedSource(opts, seed) if opts.format == "precomputed" else VideoClipSource(opts, seed)
+def make_source(opts: DataOptions, seed: int, object_fraction: bool = False):
+    """The sample source of ``opts.format``; ``object_fraction`` (precomputed latents only) adds that column."""
+    if opts.format == "precomputed":
+        return PrecomputedSource(opts, seed, object_fraction)
+    if object_fraction:
+        raise DatasetError(f"object fractions come with precomputed latents (svd_tools/precompute.py "
+                           f"--object_masks), dataset.format is {opts.format!r}")
+    return VideoClipSource(opts, seed)
 
 
 def batches(source, indices: Sequence[int], batch: int, workers: int) -> Iterator[Dict[str, np.ndarray]]:

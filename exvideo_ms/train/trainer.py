@@ -187,6 +187,10 @@ def check_options(train: TrainOptions) -> None:
     validate.number("--train.loss.contrast_enhance_scale", o.loss.contrast_enhance_scale, above=0.0)
     validate.number("--train.loss.p_mean", o.loss.p_mean)
     validate.number("--train.loss.p_std", o.loss.p_std, above=0.0)
+    validate.number("--train.loss.object_weight", o.loss.object_weight, minimum=0.0)
+    if o.loss.object_weight > 0 and d.format != "precomputed":
+        raise validate.OptionError(f"--train.loss.object_weight needs --train.dataset.format precomputed (latents "
+                                   f"from svd_tools/precompute.py --object_masks), got {d.format!r}")
     validate.number("--train.loss_scale.init", ls.init, above=0.0)
     validate.number("--train.loss_scale.factor", ls.factor, above=1.0)
     validate.number("--train.loss_scale.minimum", ls.minimum, above=0.0)
@@ -331,7 +335,8 @@ class Trainer:
                            if env.mode == 0 else None)
         self.input_shapes = None  # of the first train step call: every later call must match with a compile cache
         self.cfg = load_config(model_opts.config)
-        self.source = make_source(train.dataset, train.seed)  # the data is checked before the model is built
+        # the data is checked before the model is built
+        self.source = make_source(train.dataset, train.seed, object_fraction=train.loss.object_weight > 0)
         ms.set_seed(train.seed)  # identical initialisation on every rank
         precomputed = train.dataset.format == "precomputed"
         components = ["unet"] + ([] if precomputed else ["vae", "image_encoder"])
@@ -365,7 +370,7 @@ class Trainer:
         self.optimizer = AdamW(self.trainable, train.optimizer.betas, train.optimizer.eps, train.optimizer.weight_decay,
                                self.par.layout)
         loss = DenoisingLoss(unet, train.loss.recipe, train.loss.contrast_enhance_scale,
-                             self.cfg.conditioning.addition_time_embed_dim)
+                             self.cfg.conditioning.addition_time_embed_dim, train.loss.object_weight)
         self.step_cell = TrainStep(loss, self.optimizer, train.loss_scale, train.optimizer.grad_clip,
                                    train.optimizer.grad_accum, GradientSync(self.par.layout, choices))
         backend.set_jit_level(self.step_cell, choices.jit_level)
@@ -437,8 +442,11 @@ class Trainer:
         ids = np.stack([added_time_ids(f, m, o.noise_aug_strength) for f, m in
                         zip(batch["fps"], batch["motion_bucket_id"])])
         sigma, noise = draw_sigma_and_noise(o, self.cfg, indices, cond["latents"].shape[1:])
-        return (Tensor(cond["latents"]), Tensor(cond["cond_latent"]), Tensor(cond["clip_embedding"]), Tensor(ids),
-                Tensor(sigma), Tensor(noise)), float(sigma.mean())
+        inputs = (Tensor(cond["latents"]), Tensor(cond["cond_latent"]), Tensor(cond["clip_embedding"]), Tensor(ids),
+                  Tensor(sigma), Tensor(noise))
+        if "object_fraction" in batch:
+            inputs += (Tensor(batch["object_fraction"]),)
+        return inputs, float(sigma.mean())
 
     def run(self) -> None:
         o, accum = self.opts, self.opts.optimizer.grad_accum
