@@ -262,6 +262,12 @@ Held-out denoising x0-MSE of the base model, as above ({HELDOUT_CLIPS} clips eac
     logger.info("bundled %s: orbit held-out loss ratio %s, base data %s", LORA, lo["ratio"], lm["ratio"])
 
 
+def _object_weighting(loss: dict) -> str:
+    """The model card's words for a run's loss.object_weight (train/loss.py), empty when it is off."""
+    k = loss.get("object_weight", 0.0)
+    return f", each latent pixel's x0 error weighted 1 + {k:g} × its share of object pixels (`loss.object_weight`)" if k else ""
+
+
 def _lr_schedule(log: Path) -> str:
     """The learning rates a run trained at, read from its train_log.jsonl: "lr 0.0008 to step 4800, then 0.0001 to
     step 5200 (warmup: steps 1–49)" (a stage resumed with another --train.optimizer.lr shows as a new segment).
@@ -391,7 +397,7 @@ the project working end to end offline. It is not SVD, knows nothing about real 
 | VAE | `ch` {v.ch}, `ch_mult` {list(v.ch_mult)} ({smp.height // 2 ** (len(v.ch_mult) - 1)}² × {v.z_channels} latents), trained by `scripts/train_demo_vae.py`: {('squared error with the object pixels weighted ' + str(1 + vae['object_weight']) + '×') if vae.get('object_weight') else 'MSE'} + {vae['kl_weight']}·KL, {vae['steps']} steps of {vae['batch_clips']} clips × {vae['frames']} frames{(' from ' + vae['init']) if vae.get('init') else ''}; {vae['seconds']:.0f} s; GroupNorm {v.norm_groups} groups; reconstruction PSNR {vae['heldout_reconstruction_psnr_db']} dB on held-out frames ({vae['reconstruction_psnr_db']} dB on training frames); latent scale {vae['scale_factor']} (1/std) |
 | image encoder | ViT of OpenCLIP's class ({enc.image_size} px, patch {enc.patch_size}, width {enc.width}, {enc.layers} layers), **fixed random weights** (seed 0): its embedding is a fixed random feature of the first frame, not trained |
 | UNet (base) | {unet_widths} channels, GroupNorm {u.norm_groups} groups, {len(u.channel_mult)} levels, {u.num_res_blocks} res block(s) per level, {base_state['step']} steps from scratch, `train.py` full mode, EDM recipe (ln σ ~ N({bo['loss']['p_mean']}, {bo['loss']['p_std']}²)), batch {bo['batch_size']} × {bo['dataset']['num_frames']} frames, AdamW {_lr_schedule(run / 'base' / 'train_log.jsonl')}, final training x0-MSE {_final(run / 'base' / 'train_log.jsonl'):.4f} |
-| ExVideo (extended) | `train.py` exvideo mode: the temporal attention blocks + {e['frames']}-row position table + positional conv, {ex_state['step']} steps at {eo['dataset']['num_frames']} frames, batch {eo['batch_size']}, with ExVideo's recipe (σ uniform on {eo['loss']['num_sigmas']} Karras sigmas, target × {eo['loss']['contrast_enhance_scale']}, weight √(1+σ²)/σ), AdamW {_lr_schedule(run / 'exvideo' / 'train_log.jsonl')}; post-hoc EMA γ 0.9 over {len(list((run / 'exvideo' / 'checkpoints').glob('step-*')))} checkpoints (`svd_tools/ema.py`); final training x0-MSE {_final(run / 'exvideo' / 'train_log.jsonl'):.4f} |
+| ExVideo (extended) | `train.py` exvideo mode: the temporal attention blocks + {e['frames']}-row position table + positional conv, {ex_state['step']} steps at {eo['dataset']['num_frames']} frames, batch {eo['batch_size']}, with ExVideo's recipe (σ uniform on {eo['loss']['num_sigmas']} Karras sigmas, target × {eo['loss']['contrast_enhance_scale']}, weight √(1+σ²)/σ){_object_weighting(eo['loss'])}, AdamW {_lr_schedule(run / 'exvideo' / 'train_log.jsonl')}; post-hoc EMA γ 0.9 over {len(list((run / 'exvideo' / 'checkpoints').glob('step-*')))} checkpoints (`svd_tools/ema.py`); final training x0-MSE {_final(run / 'exvideo' / 'train_log.jsonl'):.4f} |
 | conditioning | fps {smp.fps:g}, motion bucket from each clip (ExVideo's thresholds), no noise augmentation (training and the default sampling use 0) |
 | sampling defaults | {smp.num_inference_steps} Euler steps, CFG {smp.min_cfg} → {smp.max_cfg}, decoding in overlapping {esmp.decode_window}-frame windows with stride {esmp.decode_stride}{', the overlap mirrored at both ends' if esmp.decode_reflect else ''} (the VAE's temporal layers were trained on {vae['frames']}-frame clips; decoded {b['frames']} frames at once, interior frames drift out of the data's range) |
 | weights | `base.ckpt` (VAE + image encoder + base UNet) and `exvideo.ckpt` (the extended model's ExVideo blocks), float16 |
