@@ -71,15 +71,12 @@ class ObjectClips:
     64² take 160 MB): random windows of ``frames`` frames with the loss weights of ``object_weights``."""
 
     def __init__(self, root, frames: int, size: int, weight: float):
+        from exvideo_ms.data.object_masks import read_labels
         from exvideo_ms.media import read_video
         root = Path(root)
         self.frames, self.weight, self.videos, self.labels = frames, weight, [], []
         for item in json.loads((root / "metadata.json").read_text()):
-            mask_file = root / "masks" / (Path(item["path"]).stem + ".npz")
-            if not mask_file.is_file():
-                raise FileNotFoundError(f"{mask_file}: missing; the demo VAE trainer reads the object masks of every "
-                                        f"clip ({item['path']}), which scripts/make_synthetic_dataset.py writes")
-            video, labels = read_video(root / item["path"]), np.load(mask_file)["labels"]
+            video, labels = read_video(root / item["path"]), read_labels(root, item["path"])
             if video.shape[1:3] != (size, size) or labels.shape != video.shape[:3]:
                 raise ValueError(f"{root / item['path']}: frames {video.shape[1:3]} and masks {labels.shape}, expected "
                                  f"{len(video)} frames of {size}x{size} pixels (the config's sampling size) in both")

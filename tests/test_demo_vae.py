@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from exvideo_ms.data.sources import DatasetError
 from tests.helpers import REPO, load_script
 
 
@@ -62,7 +63,7 @@ def test_object_clips_name_a_missing_mask_and_a_wrong_size(small_dataset, tmp_pa
     meta = json.loads((small_dataset / "metadata.json").read_text())
     (small_dataset / "masks" / "clip_00001.npz").rename(tmp_path / "moved.npz")
     try:
-        with pytest.raises(FileNotFoundError, match=r"clip_00001\.npz: missing; the demo VAE trainer reads the object masks"):
+        with pytest.raises(DatasetError, match=r"clip_00001\.npz: no object masks for videos/clip_00001\.mp4"):
             vae.ObjectClips(small_dataset, frames=2, size=32, weight=1.0)
     finally:
         (tmp_path / "moved.npz").rename(small_dataset / "masks" / "clip_00001.npz")
