@@ -1,7 +1,8 @@
 """Measurements of a model on held-out data: the denoising loss at fixed noise levels, simple statistics of
 videos (first-frame PSNR, frame-to-frame motion, drift from the first frame), and object-level measures for
 clips whose objects are known (scripts/make_synthetic_dataset.py writes their label maps): the object region's
-PSNR, its colour in CIELAB and whether it is still there in every frame."""
+PSNR, its colour in CIELAB and whether it is still there in every frame, and how much of each frame shows a
+colour the input does not have (objects the model made up)."""
 from __future__ import annotations
 
 import json
@@ -163,6 +164,23 @@ def track_object(frames: np.ndarray, colour_lab: np.ndarray, area: int,
     return {"area": areas, "delta_e": np.asarray(errors), "present": (areas >= lo * area) & (areas <= hi * area)}
 
 
+def foreign_area(frames: np.ndarray, image: np.ndarray, max_delta_e: float = TRACK_MAX_DELTA_E) -> np.ndarray:
+    """Share of each frame's pixels (T,) whose colour is farther than ``max_delta_e`` ΔE*ab from every colour of
+    ``image`` (frames (T, H, W, 3), image (H, W, 3), uint8): what no input object and no input background explains,
+    such as an object of a new colour. Its blends with the background are counted only where they, too, are
+    farther than ``max_delta_e`` from every input colour."""
+    # the input's colours, rounded to 0.5 ΔE (well under max_delta_e) so a smooth background gives a short list
+    palette = np.unique(np.round(srgb_to_lab(image.reshape(-1, 3)) * 2) / 2, axis=0)
+    palette_sq = (palette ** 2).sum(1)
+    out = []
+    for frame in frames:
+        lab = srgb_to_lab(frame.reshape(-1, 3))
+        # squared distance to the nearest input colour: |a|² + |b|² − 2a·b, one (pixels × colours) product
+        nearest = ((lab ** 2).sum(1)[:, None] + palette_sq[None] - 2 * lab @ palette.T).min(1)
+        out.append(float(np.mean(nearest > max_delta_e ** 2)))
+    return np.asarray(out)
+
+
 def object_measures(frames: np.ndarray, image: np.ndarray, labels: np.ndarray) -> list:
     """For every object of the input's label map ``labels`` (H, W): the object-region PSNR of frame 0 against
     ``image``, and its track through ``frames`` (``track_object``): one dict per object, by id."""
@@ -179,11 +197,12 @@ def object_ranges(root: Union[str, Path], frames: int) -> dict:
     """``object_measures`` of every object of every clip of a dataset folder (its masks/ from
     make_synthetic_dataset.py), each clip against its own first frame: the ranges generated videos are held to
     (the data's own colour changes come from mp4 compression and overlapping objects). Returns the largest and
-    95th-percentile per-frame colour ΔE of present objects and the fraction of (object, frame) pairs present."""
+    95th-percentile per-frame colour ΔE of present objects, the fraction of (object, frame) pairs present and the
+    largest ``foreign_area`` of any frame."""
     from exvideo_ms.data.object_masks import read_labels
     from exvideo_ms.media import read_video
     root = Path(root)
-    errors, present = [], []
+    errors, present, foreign = [], [], []
     for item in json.loads((root / "metadata.json").read_text()):
         labels = read_labels(root, item["path"])[0]
         video = read_video(root / item["path"], count=frames)
@@ -191,5 +210,7 @@ def object_ranges(root: Union[str, Path], frames: int) -> dict:
             found = np.asarray(obj["present"])
             present.extend(found.tolist())
             errors.extend(np.asarray(obj["delta_e"])[found].tolist())
+        foreign.append(float(foreign_area(video, video[0]).max()))
     return {"delta_e_max": float(max(errors)),
-            "delta_e_p95": float(np.percentile(errors, 95)), "present_fraction": float(np.mean(present))}
+            "delta_e_p95": float(np.percentile(errors, 95)), "present_fraction": float(np.mean(present)),
+            "foreign_area_max": float(max(foreign))}

@@ -106,7 +106,8 @@ def measure(run: Path, assets: Path) -> dict:
                            "vae_only_psnr_db": round(evaluation.psnr(vae_only, first), 2),
                            "motion": round(evaluation.motion(video), 2),
                            "drift": evaluation.drift(video).round(2).tolist(),
-                           "objects": object_figures(video, first, labels, vae_only, clip)})
+                           "objects": object_figures(video, first, labels, vae_only, clip),
+                           "foreign_area": evaluation.foreign_area(video, first).round(4).tolist()})
             if kind == "exvideo" and img.name == Path(I2V_IMAGE).name:
                 write_strip(first, video, assets / STRIP)
         out[kind] = {"frames": frames, "heldout_denoising_loss": round(trained, 5),
@@ -321,7 +322,18 @@ def _object_targets(b: dict, e: dict) -> str:
                         f"{colour}: {mark(not lost and (worst is None or worst <= limit))}; present in every frame "
                         f"({len(tracked)} object{'s' if len(tracked) != 1 else ''} the tracker finds in every frame of "
                         f"the image's own held-out clip): {mark(kept)}")
+    for name, f in (("base", b), ("extended", e)):
+        worst, image, frame = _largest_foreign_area(f)
+        limit = f["data_objects"]["foreign_area_max"]
+        rows.append(f"- {name}: no object the input lacks, largest share of a frame in colours the input image does not "
+                    f"have {100 * worst:.1f}% ({image}, frame {frame}; held-out data's largest: {100 * limit:.1f}%): "
+                    f"{mark(worst <= limit)}")
     return "\n".join(rows)
+
+
+def _largest_foreign_area(f: dict) -> tuple:
+    """(share, image, frame) of the frame with the largest evaluation.foreign_area among a model's videos."""
+    return max((max(v["foreign_area"]), v["image"], int(np.argmax(v["foreign_area"]))) for v in f["videos"])
 
 
 def _object_table(b: dict, e: dict) -> str:
@@ -441,6 +453,13 @@ The held-out clips themselves, each against its own first frame: colour ΔE*ab o
 {b['data_objects']['delta_e_max']:.1f} over {b['frames']} frames ({e['data_objects']['delta_e_max']:.1f} over {e['frames']}; 95th
 percentile {e['data_objects']['delta_e_p95']:.1f}), objects present in {100 * e['data_objects']['present_fraction']:.0f}% of
 (object, frame) pairs: a moving object changes colour only by mp4 compression and by overlapping another object.
+
+Objects the input lacks (`evaluation.foreign_area`): the share of a frame's pixels farther than ΔE*ab
+{evaluation.TRACK_MAX_DELTA_E:g} from every colour of the input image. The held-out clips, each against its own first
+frame, reach at most {100 * b['data_objects']['foreign_area_max']:.1f}% over {b['frames']} frames and
+{100 * e['data_objects']['foreign_area_max']:.1f}% over {e['frames']} (mp4 compression, overlaps); a generated frame above
+that shows a colour no input object or background explains, such as an object the model made up. Largest per
+image, base / extended: {", ".join(f"{vb['image']} {100 * max(vb['foreign_area']):.1f}% / {100 * max(ve['foreign_area']):.1f}%" for vb, ve in zip(b['videos'], e['videos']))}.
 
 ## Against the targets of issue 19
 

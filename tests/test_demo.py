@@ -196,7 +196,9 @@ def test_base_demo_video_moves_like_the_data(object_videos, heldout):
 
 # issue 19's every-frame targets (presence and colour) are met by the 8-frame base model, not yet by the 32-frame
 # extended one (model card: its objects are present in 2, 32, 28, 29 and 24 of 32 frames, and clip_00002's colour
-# reaches ΔE*ab 18.3 against the held-out data's 17.9), which is held to frame 0: the region matches, the object found
+# reaches ΔE*ab 18.3 against the held-out data's 17.9), which is held to frame 0: the region matches, the object found.
+# Neither model keeps to the data's evaluation.foreign_area yet (colours the input lacks: model card, base up to 5.3% of a
+# frame, extended 6.6%, held-out clips 0.3% and 0.7%), so no test holds them to it
 MEETS_EVERY_FRAME_TARGETS = ("base",)
 
 
@@ -332,3 +334,18 @@ def test_model_card_reads_the_learning_rates_from_the_training_log(tmp_path):
     lrs = [2.5e-4, 5e-4, 7.5e-4] + [1e-3] * 7 + [1e-4] * 4  # warmup to step 4, then two constant stages
     log.write_text("".join(json.dumps({"step": i, "lr": lr, "loss": 0.1}) + "\n" for i, lr in enumerate(lrs, 1)))
     assert load_script("bundle_demo")._lr_schedule(log) == "lr 0.001 to step 10, then 0.0001 to step 14 (warmup: steps 1–3)"
+
+
+def test_model_card_names_the_frame_with_the_most_foreign_colour():
+    """The issue 19 lines of the card: a model whose frames show no more colour the input lacks than the held-out
+    data's largest meets the foreign-area line; one frame above it fails it, and the line names that image and frame."""
+    card = load_script("bundle_demo")
+    obj = {"first_frame_psnr_db": 30.0, "tracked_in_clip": True, "max_delta_e": 5.0, "present": [True] * 4}
+
+    def model(*areas):
+        return {"data_objects": {"delta_e_max": 17.9, "foreign_area_max": 0.007},
+                "videos": [{"image": f"clip_{i}.png", "objects": [obj], "foreign_area": a} for i, a in enumerate(areas)]}
+    lines = card._object_targets(model([0.0, 0.007, 0.0, 0.0]), model([0.0] * 4, [0.0, 0.001, 0.05, 0.002])).splitlines()
+    base, extended = [line for line in lines if "colours the input image does not have" in line]
+    assert base.startswith("- base:") and "0.7% (clip_0.png, frame 1" in base and base.endswith(": met")
+    assert extended.startswith("- extended:") and "5.0% (clip_1.png, frame 2" in extended and extended.endswith("**not met**")

@@ -97,6 +97,36 @@ def test_object_measures_follow_a_moving_object_and_notice_its_loss():
     assert all(obj["present"]) and 0 < max(obj["delta_e"]) < 3 and 25 < obj["first_frame_psnr"] < 40
 
 
+def test_foreign_area_counts_exactly_the_colours_the_input_lacks():
+    video, labels = _moving_disc()
+    area = labels.reshape(len(labels), -1).mean(1)  # the disc's share of each frame
+    # moving the disc uncovers background whose neighbours are in the input: nothing foreign
+    assert evaluation.foreign_area(video, video[0]).tolist() == [0.0] * 6
+    assert evaluation.foreign_area(_moving_disc(vanish_at=2)[0], video[0]).tolist() == [0.0] * 6
+    # a blue disc on a background without blue: every pixel of it is foreign from the frame it turns blue
+    blue, _ = _moving_disc(recolour_at=3)
+    assert evaluation.foreign_area(blue, video[0]).tolist() == [0.0] * 3 + area[3:].tolist()
+    # against an input with the blue disc, the red one is the foreign object
+    assert evaluation.foreign_area(blue, blue[3]).tolist() == area[:3].tolist() + [0.0] * 3
+    # noise of a few levels moves colours by less than ΔE 20
+    noisy = np.clip(video.astype(int) + np.random.default_rng(0).integers(-6, 7, video.shape), 0, 255).astype(np.uint8)
+    assert not evaluation.foreign_area(noisy, video[0]).any()
+
+
+def test_foreign_area_equals_the_brute_force_nearest_colour():
+    """Against every pixel's distance to every input colour, unrounded: equal except pixels whose nearest
+    distance lies within the palette's rounding (0.5 ΔE per axis) of the threshold."""
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (12, 12, 3)).astype(np.uint8)
+    frames = rng.integers(0, 256, (3, 12, 12, 3)).astype(np.uint8)
+    palette = evaluation.srgb_to_lab(image.reshape(-1, 3))
+    for frame, got in zip(frames, evaluation.foreign_area(frames, image, max_delta_e=15.0)):
+        nearest = np.linalg.norm(evaluation.srgb_to_lab(frame.reshape(-1, 3))[:, None] - palette[None], axis=-1).min(1)
+        borderline = np.abs(nearest - 15.0) < 0.5
+        assert 0 < np.mean(nearest > 15.0) < 1
+        assert abs(got - np.mean(nearest > 15.0)) <= borderline.mean(), (got, np.mean(nearest > 15.0))
+
+
 def test_object_psnr_looks_only_at_the_object():
     video, labels = _moving_disc()
     mask = evaluation.object_masks(labels[0])[1]
@@ -115,6 +145,7 @@ def test_heldout_object_ranges_from_the_written_masks(tmp_path):
                    capture_output=True)
     r = evaluation.object_ranges(tmp_path / "heldout", 8)
     assert r["present_fraction"] > 0.9 and 0 < r["delta_e_p95"] <= r["delta_e_max"] < 25  # 16 demo clips: 0.94, 9.5, 17.9
+    assert 0 <= r["foreign_area_max"] < 0.01  # 16 demo clips: 0.3% over 8 frames (mp4 compression, overlaps)
     (tmp_path / "heldout" / "masks" / "clip_00001.npz").unlink()
     with pytest.raises(DatasetError, match="clip_00001.npz: no object masks"):
         evaluation.object_ranges(tmp_path / "heldout", 8)
