@@ -11,9 +11,8 @@ SQRT_HALF = 1.0 / math.sqrt(2.0)
 
 
 class Linear(nn.Dense):
-    """nn.Dense's parameters (weight (out, in), bias), computed by one ``ops.dense`` kernel, that first casts its
-    input to its weight dtype, so frozen low-precision layers and trainable float32 layers can follow each other
-    (MindSpore promotes mixed-dtype sums).
+    """nn.Dense (weight (out, in), bias) that first casts its input to its weight dtype, so frozen low-precision
+    layers and trainable float32 layers can follow each other (MindSpore promotes mixed-dtype sums).
 
     ``lora.add_lora`` may give it a LoRA branch: ``lora_A`` (in → r) and ``lora_B`` (r → out) Linear cells and
     ``lora_scale`` α/r, whose output, computed in their own dtype from the layer's input, is added in the
@@ -30,10 +29,14 @@ class Linear(nn.Dense):
         inp = x
         if x.dtype != self.weight.dtype:
             x = x.astype(self.weight.dtype)
-        # one Dense kernel over any leading axes (ops.dense docstring: Ascend, GPU, CPU; mint.nn.functional.linear is
-        # the same function), not nn.Dense's Reshape, MatMul, BiasAdd, Reshape: a compiled graph keeps memory and
-        # compile time per kernel, and the UNet has ~400 Linears (docs/benchmarks.md, issue 23)
-        x = ops.dense(x, self.weight, self.bias if self.has_bias else None)
+        shape = x.shape
+        if len(shape) != 2:
+            x = x.reshape(-1, shape[-1])
+        x = self.matmul(x, self.weight)
+        if self.has_bias:
+            x = self.bias_add(x, self.bias)
+        if len(shape) != 2:
+            x = x.reshape(shape[:-1] + (x.shape[-1],))
         if self.lora_A is not None:
             branch = self.lora_B(self.lora_A(self.lora_dropout(inp)))
             x = x + (branch * self.lora_scale).astype(x.dtype)
