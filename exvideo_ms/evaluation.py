@@ -164,6 +164,10 @@ def track_object(frames: np.ndarray, colour_lab: np.ndarray, area: int,
     return {"area": areas, "delta_e": np.asarray(errors), "present": (areas >= lo * area) & (areas <= hi * area)}
 
 
+# elements of one (pixels × input colours) distance block in foreign_area: 64 MB of float64, whatever the frame size
+FOREIGN_BLOCK_ELEMENTS = 8 * 2 ** 20
+
+
 def foreign_area(frames: np.ndarray, image: np.ndarray, max_delta_e: float = TRACK_MAX_DELTA_E) -> np.ndarray:
     """Share of each frame's pixels (T,) whose colour is farther than ``max_delta_e`` ΔE*ab from every colour of
     ``image`` (frames (T, H, W, 3), image (H, W, 3), uint8): what no input object and no input background explains,
@@ -172,12 +176,17 @@ def foreign_area(frames: np.ndarray, image: np.ndarray, max_delta_e: float = TRA
     # the input's colours, rounded to 0.5 ΔE (well under max_delta_e) so a smooth background gives a short list
     palette = np.unique(np.round(srgb_to_lab(image.reshape(-1, 3)) * 2) / 2, axis=0)
     palette_sq = (palette ** 2).sum(1)
+    rows = max(1, FOREIGN_BLOCK_ELEMENTS // len(palette))  # pixels per (pixels × colours) product
     out = []
     for frame in frames:
         lab = srgb_to_lab(frame.reshape(-1, 3))
-        # squared distance to the nearest input colour: |a|² + |b|² − 2a·b, one (pixels × colours) product
-        nearest = ((lab ** 2).sum(1)[:, None] + palette_sq[None] - 2 * lab @ palette.T).min(1)
-        out.append(float(np.mean(nearest > max_delta_e ** 2)))
+        far = 0
+        for start in range(0, len(lab), rows):
+            part = lab[start:start + rows]
+            # squared distance to the nearest input colour: |a|² + |b|² − 2a·b
+            nearest = ((part ** 2).sum(1)[:, None] + palette_sq[None] - 2 * part @ palette.T).min(1)
+            far += int(np.count_nonzero(nearest > max_delta_e ** 2))
+        out.append(far / len(lab))
     return np.asarray(out)
 
 

@@ -127,6 +127,20 @@ def test_foreign_area_equals_the_brute_force_nearest_colour():
         assert abs(got - np.mean(nearest > 15.0)) <= borderline.mean(), (got, np.mean(nearest > 15.0))
 
 
+def test_foreign_area_is_the_same_in_blocks(monkeypatch):
+    """Frames larger than one distance block are counted block by block: blocks of 2 and of 5 pixels (5 does not
+    divide the 144 pixels) count what one block of the whole frame does."""
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (12, 12, 3)).astype(np.uint8)
+    frames = rng.integers(0, 256, (3, 12, 12, 3)).astype(np.uint8)
+    whole = evaluation.foreign_area(frames, image, max_delta_e=15.0)
+    palette = len(np.unique(np.round(evaluation.srgb_to_lab(image.reshape(-1, 3)) * 2) / 2, axis=0))
+    for rows in (2, 5):
+        monkeypatch.setattr(evaluation, "FOREIGN_BLOCK_ELEMENTS", rows * palette)
+        np.testing.assert_array_equal(evaluation.foreign_area(frames, image, max_delta_e=15.0), whole)
+    assert 0 < whole.min() and whole.max() < 1
+
+
 def test_object_psnr_looks_only_at_the_object():
     video, labels = _moving_disc()
     mask = evaluation.object_masks(labels[0])[1]
