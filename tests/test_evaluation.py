@@ -128,15 +128,14 @@ def test_foreign_area_equals_the_brute_force_nearest_colour():
 
 
 def test_foreign_area_is_the_same_in_blocks(monkeypatch):
-    """Frames larger than one distance block are counted block by block: blocks of 2 and of 5 pixels (5 does not
-    divide the 144 pixels) count what one block of the whole frame does."""
+    """Frames larger than one distance block are counted block by block: with an input of exactly four colours,
+    blocks of 1 and of 5 pixels (5 does not divide the 144 pixels) count what one block of the whole frame does."""
     rng = np.random.default_rng(2)
-    image = rng.integers(0, 256, (12, 12, 3)).astype(np.uint8)
+    image = np.array([[0, 0, 0], [255, 0, 0], [0, 200, 0], [40, 40, 220]], np.uint8)[np.arange(144).reshape(12, 12) % 4]
     frames = rng.integers(0, 256, (3, 12, 12, 3)).astype(np.uint8)
     whole = evaluation.foreign_area(frames, image, max_delta_e=15.0)
-    palette = len(np.unique(np.round(evaluation.srgb_to_lab(image.reshape(-1, 3)) * 2) / 2, axis=0))
-    for rows in (2, 5):
-        monkeypatch.setattr(evaluation, "FOREIGN_BLOCK_ELEMENTS", rows * palette)
+    for rows in (1, 5):
+        monkeypatch.setattr(evaluation, "FOREIGN_BLOCK_ELEMENTS", rows * 4)
         np.testing.assert_array_equal(evaluation.foreign_area(frames, image, max_delta_e=15.0), whole)
     assert 0 < whole.min() and whole.max() < 1
 
