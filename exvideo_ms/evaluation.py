@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Callable, Sequence, Union
 
 import numpy as np
 from mindspore import Tensor
@@ -223,3 +223,31 @@ def object_ranges(root: Union[str, Path], frames: int) -> dict:
     return {"delta_e_max": float(max(errors)),
             "delta_e_p95": float(np.percentile(errors, 95)), "present_fraction": float(np.mean(present)),
             "foreign_area_max": float(max(foreign))}
+
+
+def object_survey(root: Union[str, Path], frames: int, generate: Callable[[np.ndarray], np.ndarray]) -> dict:
+    """How well a model keeps the objects of every clip of a dataset folder (its masks/ from
+    make_synthetic_dataset.py), not only of a few chosen images: ``generate(first_frame)`` returns a (T, H, W, 3)
+    uint8 video from a clip's first frame, and every object the tracker follows through ``frames`` frames of its
+    own clip is tracked through that video (``object_measures``). Returns the share of (object, frame) pairs
+    present, how many objects are present in every frame, of how many, and per object its clip, id, input
+    area and frames present."""
+    from exvideo_ms.data.object_masks import read_labels
+    from exvideo_ms.media import read_video
+    root = Path(root)
+    per_object = []
+    for item in json.loads((root / "metadata.json").read_text()):
+        labels = read_labels(root, item["path"])[0]
+        clip = read_video(root / item["path"], count=frames)
+        tracked = {o["id"] for o in object_measures(clip, clip[0], labels) if all(o["present"])}
+        if not tracked:
+            continue
+        for obj in object_measures(generate(clip[0]), clip[0], labels):
+            if obj["id"] in tracked:
+                per_object.append({"clip": item["path"], "id": obj["id"], "area": int((labels == obj["id"]).sum()),
+                                   "frames_present": int(sum(obj["present"])), "frames": len(obj["present"])})
+    if not per_object:
+        raise ValueError(f"{root}: no object can be followed through {frames} frames of its own clip")
+    present = sum(o["frames_present"] for o in per_object) / sum(o["frames"] for o in per_object)
+    return {"present_fraction": present, "objects": len(per_object),
+            "kept_throughout": sum(o["frames_present"] == o["frames"] for o in per_object), "per_object": per_object}

@@ -150,15 +150,57 @@ def test_object_psnr_looks_only_at_the_object():
         evaluation.object_psnr(other, video[0], np.zeros_like(mask))
 
 
-def test_heldout_object_ranges_from_the_written_masks(tmp_path):
+@pytest.fixture(scope="module")
+def heldout3(tmp_path_factory):
+    """Three held-out clips of 8 frames with their masks (make_synthetic_dataset.py, seed 0); tests only read it."""
     import subprocess
     import sys
-    subprocess.run([sys.executable, str(REPO / "scripts" / "make_synthetic_dataset.py"), "--output", str(tmp_path),
+    out = tmp_path_factory.mktemp("heldout3")
+    subprocess.run([sys.executable, str(REPO / "scripts" / "make_synthetic_dataset.py"), "--output", str(out),
                     "--clips", "0", "--heldout", "3", "--frames", "8", "--size", "64", "--seed", "0"], check=True,
                    capture_output=True)
-    r = evaluation.object_ranges(tmp_path / "heldout", 8)
+    return out / "heldout"
+
+
+def test_heldout_object_ranges_from_the_written_masks(heldout3, tmp_path):
+    import shutil
+    r = evaluation.object_ranges(heldout3, 8)
     assert r["present_fraction"] > 0.9 and 0 < r["delta_e_p95"] <= r["delta_e_max"] < 25  # 16 demo clips: 0.94, 9.5, 17.9
     assert 0 <= r["foreign_area_max"] < 0.01  # 16 demo clips: 0.3% over 8 frames (mp4 compression, overlaps)
-    (tmp_path / "heldout" / "masks" / "clip_00001.npz").unlink()
+    root = shutil.copytree(heldout3, tmp_path / "heldout")
+    (root / "masks" / "clip_00001.npz").unlink()
     with pytest.raises(DatasetError, match="clip_00001.npz: no object masks"):
-        evaluation.object_ranges(tmp_path / "heldout", 8)
+        evaluation.object_ranges(root, 8)
+
+
+def test_object_survey_counts_the_tracked_objects_of_every_clip(heldout3, tmp_path):
+    """A model that returns each clip itself keeps every object the survey counts; an object the tracker cannot
+    follow through its own clip is not counted; a still video of the first frame keeps the objects too; a video
+    whose last half is one flat grey loses each counted object in exactly those frames."""
+    import json
+    import shutil
+
+    from exvideo_ms.media import read_video
+    root = shutil.copytree(heldout3, tmp_path / "heldout")
+    # a 4x4 "object" of background colour in clip 0's label maps: the background around it is far larger than
+    # 4x its area in every frame, so the tracker never finds it and the survey must leave it out
+    with np.load(root / "masks" / "clip_00000.npz") as z:
+        labels, colors = z["labels"].copy(), z["colors"]
+    assert not labels[:, :4, :4].any()
+    labels[:, :4, :4] = labels.max() + 1
+    np.savez_compressed(root / "masks" / "clip_00000.npz", labels=labels, colors=colors)
+    clips = {read_video(root / item["path"], count=1)[0].tobytes(): read_video(root / item["path"], count=8)
+             for item in json.loads((root / "metadata.json").read_text())}
+    itself = evaluation.object_survey(root, 8, lambda first: clips[first.tobytes()])
+    assert itself["present_fraction"] == 1.0 and itself["kept_throughout"] == itself["objects"] == 3
+    assert {o["clip"] for o in itself["per_object"]} <= {f"videos/clip_{i:05d}.mp4" for i in range(3)}
+    still = evaluation.object_survey(root, 8, lambda first: np.repeat(first[None], 8, 0))
+    assert still["present_fraction"] == 1.0 and still["objects"] == itself["objects"]
+
+    def grey_after_four(first):
+        video = clips[first.tobytes()].copy()
+        video[4:] = 128
+        return video
+    lost = evaluation.object_survey(root, 8, grey_after_four)
+    assert lost["present_fraction"] == 0.5 and lost["kept_throughout"] == 0
+    assert [o["frames_present"] for o in lost["per_object"]] == [4] * lost["objects"]
