@@ -113,7 +113,9 @@ def measure(run: Path, assets: Path) -> dict:
         out[kind] = {"frames": frames, "heldout_denoising_loss": round(trained, 5),
                      "random_init_denoising_loss": round(random, 5), "ratio": round(trained / random, 4),
                      "videos": videos, "data": evaluation.data_ranges(run / "data" / "heldout", frames),
-                     "data_objects": evaluation.object_ranges(run / "data" / "heldout", frames)}
+                     "data_objects": evaluation.object_ranges(run / "data" / "heldout", frames),
+                     "survey": evaluation.object_survey(run / "data" / "heldout", frames,
+                                                        lambda first: pipe(first, seed=DEMO_SEED, progress=False))}
     return out
 
 
@@ -331,6 +333,17 @@ def _object_targets(b: dict, e: dict) -> str:
     return "\n".join(rows)
 
 
+def _survey_line(b: dict, e: dict, clips: int) -> str:
+    """Objects of every held-out clip, not only of the bundled images (evaluation.object_survey)."""
+    def part(name, f):
+        s = f["survey"]
+        return (f"{name} {100 * s['present_fraction']:.1f}% of (object, frame) pairs present, {s['kept_throughout']} "
+                f"of {s['objects']} objects in all {f['frames']} frames")
+    return (f"The same tracking from the first frame of every one of the {clips} held-out clips (seed {DEMO_SEED}; "
+            f"`evaluation.object_survey`, each object that the tracker follows through as many frames of its own "
+            f"clip; per object in `measurements.json`): {part('base', b)}; {part('extended', e)}.")
+
+
 def _largest_foreign_area(f: dict) -> tuple:
     """(share, image, frame) of the frame with the largest evaluation.foreign_area among a model's videos."""
     return max((max(v["foreign_area"]), v["image"], int(np.argmax(v["foreign_area"]))) for v in f["videos"])
@@ -453,6 +466,8 @@ The held-out clips themselves, each against its own first frame: colour ΔE*ab o
 {b['data_objects']['delta_e_max']:.1f} over {b['frames']} frames ({e['data_objects']['delta_e_max']:.1f} over {e['frames']}; 95th
 percentile {e['data_objects']['delta_e_p95']:.1f}), objects present in {100 * e['data_objects']['present_fraction']:.0f}% of
 (object, frame) pairs: a moving object changes colour only by mp4 compression and by overlapping another object.
+
+""" + _survey_line(b, e, len(heldout_meta)) + f"""
 
 Objects the input lacks (`evaluation.foreign_area`): the share of a frame's pixels farther than ΔE*ab
 {evaluation.TRACK_MAX_DELTA_E:g} from every colour of the input image. The held-out clips, each against its own first
