@@ -9,7 +9,8 @@ exvideo.ckpt = the EMA-averaged ExVideo blocks of the 32-frame model; both YAML 
 frames; loss curves) and measures it for MODEL_CARD.md: held-out denoising loss against the same networks at
 random initialisation, and the first-frame PSNR, motion and drift of generated videos against the ranges of
 the held-out clips, and every object of each held-out image (issue 19: its region's PSNR in frame 0, its colour
-and presence through the video, against the held-out clips' own ranges), with README's picture (``demo_strip.png``:
+and presence through the video, against the held-out clips' own ranges; and evaluation.object_survey over the
+objects of every held-out clip), with README's picture (``demo_strip.png``:
 the input and frames of README's first command). ``lora`` adds the orbit LoRA (issue 20) to a bundle: the file, an orbit held-out first frame,
 and its held-out loss with and without it.
 """
