@@ -202,6 +202,13 @@ def object_measures(frames: np.ndarray, image: np.ndarray, labels: np.ndarray) -
     return out
 
 
+def trackable_objects(clip: np.ndarray, labels: np.ndarray) -> set:
+    """Ids of the objects of ``labels`` (the clip's first label map) that ``object_measures`` finds in every frame
+    of their own ``clip``: the ones a generated video can be held to (an object whose colour is close to the
+    background's merges with it)."""
+    return {o["id"] for o in object_measures(clip, clip[0], labels) if all(o["present"])}
+
+
 def object_ranges(root: Union[str, Path], frames: int) -> dict:
     """``object_measures`` of every object of every clip of a dataset folder (its masks/ from
     make_synthetic_dataset.py), each clip against its own first frame: the ranges generated videos are held to
@@ -239,7 +246,7 @@ def object_survey(root: Union[str, Path], frames: int, generate: Callable[[np.nd
     for item in json.loads((root / "metadata.json").read_text()):
         labels = read_labels(root, item["path"])[0]
         clip = read_video(root / item["path"], count=frames)
-        tracked = {o["id"] for o in object_measures(clip, clip[0], labels) if all(o["present"])}
+        tracked = trackable_objects(clip, labels)
         if not tracked:
             continue
         for obj in object_measures(generate(clip[0]), clip[0], labels):

@@ -131,7 +131,7 @@ def object_figures(video: np.ndarray, image: np.ndarray, labels: np.ndarray, vae
     own held-out clip (an object whose colour is close to the background's merges with it)."""
     from exvideo_ms import evaluation
     masks = evaluation.object_masks(labels)
-    in_clip = {o["id"]: all(o["present"]) for o in evaluation.object_measures(clip, clip[0], labels)}
+    in_clip = evaluation.trackable_objects(clip, labels)
     out = []
     for obj in evaluation.object_measures(video, image, labels):
         present = np.asarray(obj["present"])
@@ -140,7 +140,7 @@ def object_figures(video: np.ndarray, image: np.ndarray, labels: np.ndarray, vae
                     "first_frame_psnr_db": round(obj["first_frame_psnr"], 2),
                     "vae_only_psnr_db": round(evaluation.object_psnr(vae_only, image, masks[obj["id"]]), 2),
                     "max_delta_e": round(float(errors.max()), 2) if errors.size else None,
-                    "present": present.tolist(), "tracked_in_clip": in_clip[obj["id"]]})
+                    "present": present.tolist(), "tracked_in_clip": obj["id"] in in_clip})
     return out
 
 
