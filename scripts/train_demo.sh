@@ -7,7 +7,8 @@
 #   1. synthetic clips (scripts/make_synthetic_dataset.py)
 #   2. the temporal VAE (scripts/train_demo_vae.py), its loss weighted 1 + VAE_OBJECT_WEIGHT on the objects' pixels
 #      so that small shapes keep their colour and outline (issue 19); the image encoder stays a fixed random ViT.
-#      Two stages: the first half of the steps, then --resume to the end of the same schedule
+#      Three stages of a third of the steps each (--stop-after, then --resume): a stage cut short restarts from
+#      the end of the one before, so at most ~30 minutes are lost
 #   3. the frozen encoders' outputs, once (svd_tools/precompute.py)
 #   4. the UNet from scratch, 8 frames (train.py, full mode), in two stages of half the steps each, then a tail of
 #      BASE_ANNEAL_STEPS at lr 1e-4 (an eighth of the base's): at the constant lr the weights stay noisy (held-out loss 8% apart
@@ -53,7 +54,8 @@ stage data "$PY" scripts/make_synthetic_dataset.py --output "$OUT/data" --clips 
 VAE=("$PY" scripts/train_demo_vae.py --config configs/demo/base.yaml --data "$OUT/data/train" --output "$OUT/vae"
   --steps "$VAE_STEPS" --batch 4 --frames 2 --lr 3e-4 --object-weight "$VAE_OBJECT_WEIGHT"
   --heldout "$OUT/data/heldout" --eval-every 200)
-stage vae_first_half "${VAE[@]}" --stop-after "$(( VAE_STEPS / 2 ))"
+stage vae_first_third "${VAE[@]}" --stop-after "$(( VAE_STEPS / 3 ))"
+stage vae_second_third "${VAE[@]}" --resume --stop-after "$(( VAE_STEPS * 2 / 3 ))"
 stage vae "${VAE[@]}" --resume
 stage precompute "$PY" svd_tools/precompute.py --model.config "$OUT/vae/demo-base.yaml" \
   --model.checkpoint "$OUT/vae/encoders.ckpt" --dataset.path "$OUT/data/train" --dataset.num_frames 32 \
