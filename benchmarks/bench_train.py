@@ -9,6 +9,10 @@ tests/test_torch_exvideo.py) in fp32 with autograd, gradient checkpointing and t
 report the first step (MindSpore: graph compilation included), the steady step (mean of the rest), peak RSS.
 
     python -m benchmarks.bench_train [--steps 3] [--frames 8] [--size 16] [--frozen fp32|fp16] [--modes exvideo,temporal_only,lora,full]
+        [--recompute on|off]
+
+``--recompute off`` runs both sides without it (MindSpore's recompute of every UNet block, PyTorch's gradient
+checkpointing; train.py's ``--train.recompute false``).
 
 ``--modes`` compares train.py's modes, each in its own pair of processes: ``temporal_only`` (every temporal
 layer), ``lora`` (rank 16 on the q/k/v/out projections of every attention, SVD_Xtend's recipe; PyTorch through
@@ -88,14 +92,14 @@ def mindspore_setup(frames, size, frozen="fp32", mode="exvideo", recompute=True)
     return unet, trainable, DenoisingLoss(unet, "exvideo", 1.01, 256), args
 
 
-def worker_mindspore(frames, size, steps, frozen="fp32", mode="exvideo", cache=None):
+def worker_mindspore(frames, size, steps, frozen="fp32", mode="exvideo", cache=None, recompute=True):
     import mindspore as ms
     from mindspore import Tensor
 
     from exvideo_ms.backend import enable_compile_cache
     from exvideo_ms.train.optim import AdamW
     from exvideo_ms.train.step import LossScaleOptions, TrainStep
-    unet, trainable, loss, args = mindspore_setup(frames, size, frozen, mode)
+    unet, trainable, loss, args = mindspore_setup(frames, size, frozen, mode, recompute)
     reused = enable_compile_cache(cache) if cache else None
     step = TrainStep(loss, AdamW(trainable), LossScaleOptions())
     step.set_train(True)
@@ -106,7 +110,8 @@ def worker_mindspore(frames, size, steps, frozen="fp32", mode="exvideo", cache=N
             float(out[0].asnumpy())
         times.append(t.seconds)
         gc.collect()
-    return dict(framework=f"MindSpore (graph, {frozen} frozen, recompute)", mode=mode, first=times[0],
+    return dict(framework=f"MindSpore (graph, {frozen} frozen{', recompute' if recompute else ''})", mode=mode,
+                first=times[0],
                 steady=float(np.mean(times[1:])), peak_rss=peak_rss_gib(),
                 trainable=int(sum(p.size for p in trainable)), cache_reused=reused)
 
@@ -290,9 +295,9 @@ def torch_setup(frames, size, mode="exvideo", checkpointing=True):
     return unet, trainable, loss
 
 
-def worker_torch(frames, size, steps, mode="exvideo"):
+def worker_torch(frames, size, steps, mode="exvideo", checkpointing=True):
     import torch
-    unet, trainable, loss = torch_setup(frames, size, mode)
+    unet, trainable, loss = torch_setup(frames, size, mode, checkpointing)
     opt = torch.optim.AdamW(trainable, lr=1e-5)
     times = []
     for _ in range(steps):
@@ -303,7 +308,8 @@ def worker_torch(frames, size, steps, mode="exvideo"):
             opt.step()
         times.append(t.seconds)
         gc.collect()
-    return dict(framework="PyTorch (diffusers, fp32, checkpointing)" + (" + PEFT" if mode == "lora" else ""), mode=mode,
+    return dict(framework="PyTorch (diffusers, fp32" + (", checkpointing)" if checkpointing else ")")
+                + (" + PEFT" if mode == "lora" else ""), mode=mode,
                 first=times[0], steady=float(np.mean(times[1:])),
                 peak_rss=peak_rss_gib(), trainable=int(sum(p.numel() for p in trainable)))
 
@@ -325,6 +331,8 @@ def main():
     p.add_argument("--modes", default="exvideo", help=f"comma-separated training modes among {MODES}")
     p.add_argument("--frozen", choices=["fp16", "fp32"], default="fp32",
                    help="dtype of MindSpore's frozen weights (fp32 is train.py's CPU default)")
+    p.add_argument("--recompute", choices=["on", "off"], default="on",
+                   help="MindSpore's recompute of every UNet block and PyTorch's gradient checkpointing, both on or off")
     p.add_argument("--compile_cache", action="store_true", help="the first step, cold and warm compile cache, instead")
     p.add_argument("--cache", help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -343,18 +351,19 @@ def main():
         p.error(f"--modes: {bad or modes} not among {list(MODES)}")
     if a.worker:
         limit_threads()
-        emit(worker_mindspore(a.frames, a.size, a.steps, a.frozen, modes[0], a.cache) if a.worker == "ms"
-             else worker_torch(a.frames, a.size, a.steps, modes[0]))
+        on = a.recompute == "on"
+        emit(worker_mindspore(a.frames, a.size, a.steps, a.frozen, modes[0], a.cache, on) if a.worker == "ms"
+             else worker_torch(a.frames, a.size, a.steps, modes[0], on))
         return
     if a.compile_cache:
         compile_cache_table(a.frames, a.size, a.steps)
         return
-    common = ["--steps", str(a.steps), "--frames", str(a.frames), "--size", str(a.size)]
+    common = ["--steps", str(a.steps), "--frames", str(a.frames), "--size", str(a.size), "--recompute", a.recompute]
     res = {m: [run_worker("benchmarks.bench_train", ["ms", *common, "--frozen", a.frozen, "--modes", m], timeout=7200,
                           allocator=MS_ALLOCATOR),
                run_worker("benchmarks.bench_train", ["torch", *common, "--modes", m], timeout=7200,
                           allocator=TORCH_ALLOCATOR)] for m in modes}
-    lines = [f"`python -m benchmarks.bench_train --modes {a.modes}` — one training step, mid-size SVD-XT (half width), "
+    lines = [f"`python -m benchmarks.bench_train --modes {a.modes} --recompute {a.recompute}` — one training step, mid-size SVD-XT (half width), "
              f"{a.frames} frames, {a.size * 8}×{a.size * 8}, batch 1, random weights; steady = mean of steps 2..{a.steps}. "
              "Both sides are the same network, ExVideo's 128-row table and conv included (PyTorch: diffusers' UNet "
              "patched by benchmarks/torch_exvideo.py), and train the same set: exvideo: the temporal transformers with "
@@ -371,7 +380,7 @@ def main():
                          f"{r['peak_rss']:.2f} | {ratio} |")
     append_section("Training step, mid-size, by training mode", lines)
     for m, (ms_r, th_r) in res.items():
-        record("train" if m == "exvideo" else f"train_{m}",
+        record(("train" if m == "exvideo" else f"train_{m}") + ("" if a.recompute == "on" else "_no_recompute"),
                {"time_ratio": ms_r["steady"] / th_r["steady"], "rss_ratio": ms_r["peak_rss"] / th_r["peak_rss"],
                 "frames": a.frames, "size": a.size, "trainable": ms_r["trainable"]})
 
