@@ -20,7 +20,8 @@ PEFT) and ``full`` (the whole UNet). Both sides have ExVideo's table and conv in
 
 ``--compile_cache`` instead times MindSpore's first step (exvideo mode) in a fresh process twice over one new
 compile-cache folder, as train.py's --environment.compile_cache keeps it: cold (compiling and writing the cache),
-then warm (a resumed or repeated run), beside PyTorch's first step.
+then warm (a resumed or repeated run), beside PyTorch's first step; then a process that only compiles the step
+into a second new folder (MindSpore's ``MS_DEV_PRECOMPILE_ONLY``), and a run over it.
 
     python -m benchmarks.bench_train --compile_cache
 
@@ -77,6 +78,7 @@ def mindspore_setup(frames, size, frozen="fp32", mode="exvideo", recompute=True)
     from exvideo_ms.train.loss import DenoisingLoss
     from exvideo_ms.train.trainable import configure, set_recompute, trainable_names
     setup_device("CPU", mode=0)
+    ms.set_seed(0)  # the same random weights in every process: runs over one compile cache compare losses
     cfg = load_config("configs/exvideo_svd_128f.yaml")
     cfg = dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, model_channels=MID_WIDTH,
                                                             num_head_channels=HEAD_CHANNELS))
@@ -92,7 +94,13 @@ def mindspore_setup(frames, size, frozen="fp32", mode="exvideo", recompute=True)
     return unet, trainable, DenoisingLoss(unet, "exvideo", 1.01, 256), args
 
 
-def worker_mindspore(frames, size, steps, frozen="fp32", mode="exvideo", cache=None, recompute=True):
+def worker_mindspore(frames, size, steps, frozen="fp32", mode="exvideo", cache=None, recompute=True,
+                     compile_only=False):
+    """``compile_only``: MindSpore compiles the step into ``cache`` without running it
+    (``MS_DEV_PRECOMPILE_ONLY``), once."""
+    if compile_only:
+        os.environ["MS_DEV_PRECOMPILE_ONLY"] = "1"  # read by MindSpore when it compiles
+        steps = 1
     import mindspore as ms
     from mindspore import Tensor
 
@@ -103,37 +111,51 @@ def worker_mindspore(frames, size, steps, frozen="fp32", mode="exvideo", cache=N
     reused = enable_compile_cache(cache) if cache else None
     step = TrainStep(loss, AdamW(trainable), LossScaleOptions())
     step.set_train(True)
-    times = []
+    times, losses = [], []
     for _ in range(steps):
         with Timer() as t:
             out = step(Tensor(1e-5, ms.float32), True, *args)
-            float(out[0].asnumpy())
+            if not compile_only:  # the precompiling call returns nothing
+                losses.append(float(out[0].asnumpy()))
         times.append(t.seconds)
         gc.collect()
     return dict(framework=f"MindSpore (graph, {frozen} frozen{', recompute' if recompute else ''})", mode=mode,
-                first=times[0],
-                steady=float(np.mean(times[1:])), peak_rss=peak_rss_gib(),
+                first=times[0], loss=losses[0] if losses else None,
+                steady=float(np.mean(times[1:])) if steps > 1 else float("nan"), peak_rss=peak_rss_gib(),
                 trainable=int(sum(p.size for p in trainable)), cache_reused=reused)
 
 
 def compile_cache_table(frames: int, size: int, steps: int) -> None:
     import tempfile
     common = ["--steps", str(steps), "--frames", str(frames), "--size", str(size), "--modes", "exvideo"]
-    with tempfile.TemporaryDirectory() as cache:
-        runs = [run_worker("benchmarks.bench_train", ["ms", *common, "--cache", cache], timeout=7200,
-                           allocator=MS_ALLOCATOR) for _ in range(2)]
-    if [r["cache_reused"] for r in runs] != [False, True]:
-        raise RuntimeError(f"the second process did not find the first one's cache: {runs}")
+    def ms_run(cache, *extra):
+        return run_worker("benchmarks.bench_train", ["ms", *common, "--cache", cache, *extra], timeout=7200,
+                          allocator=MS_ALLOCATOR)
+    with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as cache2:
+        runs = [ms_run(cache) for _ in range(2)]
+        pre = [ms_run(cache2, "--compile_only"), ms_run(cache2)]
+    if [r["cache_reused"] for r in runs + pre] != [False, True, False, True]:
+        raise RuntimeError(f"a second process did not find the first one's cache: {runs + pre}")
+    if not runs[0]["loss"] == runs[1]["loss"] == pre[1]["loss"]:  # the same seeded weights and batch everywhere
+        raise RuntimeError(f"a cached graph computed another first loss: {runs + pre}")
     torch = run_worker("benchmarks.bench_train", ["torch", *common], timeout=7200, allocator=TORCH_ALLOCATOR)
     lines = [f"`python -m benchmarks.bench_train --compile_cache` — bench_train's mid-size step (exvideo mode, {frames} "
              f"frames, {size * 8}×{size * 8}, batch 1, fp32, recompute), each run in a fresh process; MindSpore twice over "
              "one new compile-cache folder (as train.py's `--environment.compile_cache` keeps one per configuration): "
-             "cold compiles and writes it, warm is a resumed or repeated run. Steady = mean of steps 2..",
+             "cold compiles and writes it, warm is a resumed or repeated run; then over a second folder, first a process "
+             "that only compiles (`MS_DEV_PRECOMPILE_ONLY=1`), then a run. Every MindSpore run that trains computes the "
+             "same first loss. Steady = mean of steps 2..",
              "", "| run | first step (s) | steady step (s) | peak RSS (GiB) | first step ÷ PyTorch's |", "|---|---|---|---|---|"]
-    for name, r in (("MindSpore, cold cache", runs[0]), ("MindSpore, warm cache", runs[1]), ("PyTorch", torch)):
-        lines.append(f"| {name} | {r['first']:.1f} | {r['steady']:.2f} | {r['peak_rss']:.2f} | "
+    for name, r in (("MindSpore, cold cache", runs[0]), ("MindSpore, warm cache", runs[1]),
+                    ("MindSpore, compiling only (no step runs)", pre[0]),
+                    ("MindSpore, over the cache it wrote", pre[1]), ("PyTorch", torch)):
+        steady = "—" if r["steady"] != r["steady"] else f"{r['steady']:.2f}"
+        lines.append(f"| {name} | {r['first']:.1f} | {steady} | {r['peak_rss']:.2f} | "
                      f"{r['first'] / torch['first']:.1f} |")
-    lines += ["", f"warm ÷ cold first step: {runs[1]['first'] / runs[0]['first']:.2f}"]
+    lines += ["", f"warm ÷ cold first step: {runs[1]['first'] / runs[0]['first']:.2f}; compiling first in its own "
+                  f"process: {(pre[0]['first'] + pre[1]['first']) / runs[0]['first']:.2f} of the cold first step "
+                  f"in two processes, each peaking at most {max(pre[0]['peak_rss'], pre[1]['peak_rss']):.2f} GiB "
+                  f"({max(pre[0]['peak_rss'], pre[1]['peak_rss']) / torch['peak_rss']:.2f}× PyTorch's)"]
     append_section("Training step's first call with a compile cache, mid-size, exvideo mode", lines)
 
 
@@ -335,6 +357,7 @@ def main():
                    help="MindSpore's recompute of every UNet block and PyTorch's gradient checkpointing, both on or off")
     p.add_argument("--compile_cache", action="store_true", help="the first step, cold and warm compile cache, instead")
     p.add_argument("--cache", help=argparse.SUPPRESS)
+    p.add_argument("--compile_only", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.zero_worker:
         limit_threads()
@@ -352,7 +375,8 @@ def main():
     if a.worker:
         limit_threads()
         on = a.recompute == "on"
-        emit(worker_mindspore(a.frames, a.size, a.steps, a.frozen, modes[0], a.cache, on) if a.worker == "ms"
+        emit(worker_mindspore(a.frames, a.size, a.steps, a.frozen, modes[0], a.cache, on, a.compile_only)
+             if a.worker == "ms"
              else worker_torch(a.frames, a.size, a.steps, modes[0], on))
         return
     if a.compile_cache:
