@@ -267,11 +267,11 @@ def write_config(root: Path, name: str, **train) -> Path:
     return path
 
 
-def run_train(root: Path, config: Path, *extra, wait=True):
+def run_train(root: Path, config: Path, *extra, wait=True, cache=None):
     # train.py's compile cache (one folder per configuration, keyed by trainer.compile_cache_key) under the
     # module's root, not the user's: it saves recompiling in resumed and repeated runs
     cmd = [sys.executable, str(REPO / "train.py"), "--config", str(config),
-           "--environment.compile_cache", str(root / "compile_cache"), *extra]
+           "--environment.compile_cache", str(cache or root / "compile_cache"), *extra]
     if not wait:
         return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     r = subprocess.run(cmd, capture_output=True, text=True)
@@ -463,7 +463,12 @@ def test_kill_and_resume_continue_exactly(micro_run):
     # (measured: 3e-5 after two steps with the same restored state, while AdamW's moments agree to 2e-9)
     opt = {"lr": 1.0e-3, "eps": 1.0e-3}
     whole = write_config(micro_run, "whole", max_steps=8, save_every=2, optimizer=opt)
-    run_train(micro_run, whole)
+    # this run compiles its step in a child process (--environment.precompile) into a compile cache of its own,
+    # then trains over it: to the same weights as the run below, which compiles in its own process
+    own_cache = micro_run / "precompiled"
+    r = run_train(micro_run, whole, "--environment.precompile", "true", cache=own_cache)
+    assert "compiling the train step in a child process" in r.stderr
+    assert re.search(r"compile cache \S+ \(reused\)", r.stderr) and len(list(own_cache.iterdir())) == 1, r.stderr
     cut = write_config(micro_run, "cut", max_steps=8, save_every=2, optimizer=opt)
     proc = run_train(micro_run, cut, wait=False)
     log = micro_run / "cut" / "train_log.jsonl"
@@ -534,6 +539,12 @@ def test_bad_options_exit_2(micro_run, tmp_path, capsys, monkeypatch):
         (["--config", str(cfg_path), "--train.conditioning_dropout", "1"], "--train.conditioning_dropout must be < 1.0"),
         (["--config", str(cfg_path), "--environment.compile_cache", str(tmp_path / "a_file")],
          f"--environment.compile_cache {tmp_path / 'a_file'} is a file, not a folder"),
+        (["--config", str(cfg_path), "--environment.precompile", "true", "--environment.mode", "1"],
+         "--environment.precompile compiles the graph-mode train step; --environment.mode is 1"),
+        (["--config", str(cfg_path), "--environment.precompile", "true", "--environment.compile_cache", "null"],
+         "--environment.compile_cache is null"),
+        (["--config", str(cfg_path), "--environment.precompile", "true", "--environment.distributed", "true"],
+         "it does not work with --environment.distributed"),
         (["--config", str(cfg_path), "--train.output_dir", str(tmp_path / "a_file")],
          f"--train.output_dir {tmp_path / 'a_file'} is a file, not a folder"),
         (["--config", str(cfg_path), "--train.dataset.format", "csv", "--train.dataset.path", str(csv_root)],

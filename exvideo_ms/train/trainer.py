@@ -33,6 +33,7 @@ from exvideo_ms.models.conditioner import Conditioner, added_time_ids
 from exvideo_ms.models.exvideo import is_extension_parameter
 from exvideo_ms.models.svd import build_model
 from exvideo_ms.train import checkpoint as ckpt
+from exvideo_ms.train import precompile
 from exvideo_ms.train.ema import EMA
 from exvideo_ms.train.log import StepLog, plot_loss
 from exvideo_ms.train.loss import DenoisingLoss, LossOptions
@@ -78,6 +79,9 @@ class EnvironmentOptions:
     """graph mode: MindSpore's compile cache for the train step, one folder per model, option set and input shape
     under this root (auto: $XDG_CACHE_HOME/exvideo_ms/compile; null: off); a resumed or repeated run skips most of
     the first step's compilation"""
+    precompile: bool = False
+    """graph mode, one process: compile the train step in a short-lived child process first, so that this process
+    reuses the compile cache it wrote and never holds compilation's memory (train/precompile.py)"""
 
 
 @dataclass
@@ -222,7 +226,7 @@ def compile_cache_key(cfg: SVDConfig, train: TrainOptions, env: EnvironmentOptio
     them: backend.compile_cache_dir). The weights are not cached, so checkpoints are left out."""
     options = {k: v for k, v in dataclasses.asdict(train).items() if k not in NOT_IN_GRAPH}
     options["dataset"] = {k: v for k, v in options["dataset"].items() if k not in NOT_IN_GRAPH_DATA}
-    environment = {k: v for k, v in dataclasses.asdict(env).items() if k != "compile_cache"}
+    environment = {k: v for k, v in dataclasses.asdict(env).items() if k not in ("compile_cache", "precompile")}
     return {"model": to_dict(cfg), "train": options, "environment": environment, "choices": dataclasses.asdict(choices),
             "world": world, "rank": rank, "inputs": [list(x) for x in input_shapes]}
 
@@ -320,7 +324,9 @@ def peak_rss_mib() -> float:
 
 
 class Trainer:
-    def __init__(self, model_opts: ModelOptions, train: TrainOptions, env: EnvironmentOptions):
+    def __init__(self, model_opts: ModelOptions, train: TrainOptions, env: EnvironmentOptions,
+                 compile_only: bool = False):
+        """``compile_only``: the child of train/precompile.py, which writes nothing into the run folder."""
         check_options(train)
         self.model_opts, self.opts, self.env = model_opts, train, env
         self.device = backend.setup_device(env.device_target, mode=env.mode)
@@ -329,7 +335,7 @@ class Trainer:
         if env.jit_level is not None:
             choices = dataclasses.replace(choices, jit_level=env.jit_level)
         self.par: ParallelState = init_parallel(env.distributed, env.zero_stage)
-        self.out = prepare_output_dir(train, self.par.is_main)
+        self.out = Path(train.output_dir) if compile_only else prepare_output_dir(train, self.par.is_main)
         self.choices = choices
         self.cache_root = (backend.compile_cache_root(env.compile_cache, "--environment.compile_cache")
                            if env.mode == 0 else None)
@@ -377,7 +383,7 @@ class Trainer:
         self.ema = EMA(self.trainable, train.ema.decay) if train.ema.enable else None
         self.conditioner = None if precomputed else Conditioner(self.model.vae, self.model.image_encoder, self.cfg)
         self.state = TrainingState(self.names, self.trainable, self.optimizer, self.step_cell, self.ema)
-        self.log = StepLog(self.out / "train_log.jsonl", self.par.is_main)
+        self.log = StepLog(self.out / "train_log.jsonl", self.par.is_main and not compile_only)
         self.start_step = 0
 
     # ---------------------------------------------------------------------------------------- state
@@ -516,6 +522,25 @@ class Trainer:
                              f"them: give data of one size, or --environment.compile_cache null")
         return self.step_cell(lr, apply, *inputs)
 
+    def compile_step(self, environ) -> None:
+        """Compile the train step for the first micro-batch's shapes into the compile cache without running it
+        (train/precompile.py's child): the batch is loaded and conditioned as usual, then ``environ`` (os.environ)
+        gets MindSpore's MS_DEV_PRECOMPILE_ONLY for the step's call alone."""
+        from exvideo_ms.train.precompile import PRECOMPILE_ONLY
+        o = self.opts
+        indices = sample_indices(0, 0, o.optimizer.grad_accum, self.par.rank, self.par.world, o.batch_size)
+        inputs, _ = self.batch_inputs(next(batches(self.source, indices, o.batch_size, 0)), indices)
+        self.step_cell.set_train(True)
+        environ[PRECOMPILE_ONLY] = "1"
+        try:
+            out = self.call_step(Tensor(learning_rate(0, o.optimizer), ms.float32), o.optimizer.grad_accum == 1,
+                                 inputs, 0)
+        finally:
+            del environ[PRECOMPILE_ONLY]
+        if out is not None:
+            raise RuntimeError(f"MindSpore ran the train step instead of only compiling it ({PRECOMPILE_ONLY} had no "
+                               f"effect)")
+
     def report_memory(self) -> Path:
         """Every rank writes ``memory/rank-<r>.json``: the optimizer-state bytes it holds (counted from its
         tensors) and its peak RSS."""
@@ -548,6 +573,11 @@ class Trainer:
 
 
 def train(model: ModelOptions, train_opts: TrainOptions, environment: EnvironmentOptions) -> Trainer:
+    precompile.check(environment)
+    if environment.precompile:
+        check_options(train_opts)
+        prepare_output_dir(train_opts, True)  # checked (and emptied by --train.overwrite) before the child runs
+        precompile.precompile(model, train_opts, environment)
     trainer = Trainer(model, train_opts, environment)
     trainer.run()
     return trainer
