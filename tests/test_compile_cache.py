@@ -86,7 +86,8 @@ def test_train_step_cache_folder_changes_with_what_shapes_the_graph_only():
     same = _key()
     # where a run writes, how long it runs and where its data lies: the same compiled step
     for change in ({"output_dir": "elsewhere"}, {"max_steps": 7}, {"save_every": 3}, {"resume": "auto"},
-                   {"dataset.path": "/other/data"}, {"dataset.num_workers": 4}, {"compile_cache": "/elsewhere"}):
+                   {"dataset.path": "/other/data"}, {"dataset.num_workers": 4}, {"compile_cache": "/elsewhere"},
+                   {"precompile": True}):  # the compiling child's folder is the training process's
         assert _key(**change) == same, change
     for change in ({"mode": "full"}, {"batch_size": 2}, {"recompute": True}, {"frozen_dtype": "fp16"},
                    {"dataset.num_frames": 16}, {"zero_stage": 1}, {"model_channels": 64},
