@@ -526,20 +526,19 @@ class Trainer:
         """Compile the train step for the first micro-batch's shapes into the compile cache without running it
         (train/precompile.py's child): the batch is loaded and conditioned as usual, then ``environ`` (os.environ)
         gets MindSpore's MS_DEV_PRECOMPILE_ONLY for the step's call alone."""
-        from exvideo_ms.train.precompile import PRECOMPILE_ONLY
         o = self.opts
         indices = sample_indices(0, 0, o.optimizer.grad_accum, self.par.rank, self.par.world, o.batch_size)
         inputs, _ = self.batch_inputs(next(batches(self.source, indices, o.batch_size, 0)), indices)
         self.step_cell.set_train(True)
-        environ[PRECOMPILE_ONLY] = "1"
+        environ[precompile.PRECOMPILE_ONLY] = "1"
         try:
             out = self.call_step(Tensor(learning_rate(0, o.optimizer), ms.float32), o.optimizer.grad_accum == 1,
                                  inputs, 0)
         finally:
-            del environ[PRECOMPILE_ONLY]
+            del environ[precompile.PRECOMPILE_ONLY]
         if out is not None:
-            raise RuntimeError(f"MindSpore ran the train step instead of only compiling it ({PRECOMPILE_ONLY} had no "
-                               f"effect)")
+            raise RuntimeError(f"MindSpore ran the train step instead of only compiling it "
+                               f"({precompile.PRECOMPILE_ONLY} had no effect)")
 
     def report_memory(self) -> Path:
         """Every rank writes ``memory/rank-<r>.json``: the optimizer-state bytes it holds (counted from its
