@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import resource
 
 from exvideo_ms import validate
 
@@ -49,6 +50,9 @@ def precompile(model_opts, train, env) -> None:
     if child.exitcode != 0:
         raise RuntimeError(f"--environment.precompile: the compiling child process exited with code {child.exitcode} "
                            f"(its error is printed above); without --environment.precompile this process compiles")
+    # the largest peak of this process's finished children (Linux reports KiB): the compiling child's
+    logger.info("the compiling child process peaked at %.0f MiB RSS",
+                resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0)
 
 
 def _compile_only(model_opts, train, env) -> None:
