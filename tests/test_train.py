@@ -545,6 +545,12 @@ def test_bad_options_exit_2(micro_run, tmp_path, capsys, monkeypatch):
          "--environment.compile_cache is null"),
         (["--config", str(cfg_path), "--environment.precompile", "true", "--environment.distributed", "true"],
          "it does not work with --environment.distributed"),
+        # with --environment.precompile the data is checked before the child starts, and the child's own error
+        # (here the missing checkpoint, which it is the first to load) is the parent's exit 2 with its message
+        (["--config", str(cfg_path), "--environment.precompile", "true", "--train.dataset.path",
+          str(tmp_path / "nothing")], "precomputed.json"),
+        (["--config", str(cfg_path), "--environment.precompile", "true", "--model.checkpoint",
+          str(tmp_path / "missing.ckpt")], str(tmp_path / "missing.ckpt")),
         (["--config", str(cfg_path), "--train.output_dir", str(tmp_path / "a_file")],
          f"--train.output_dir {tmp_path / 'a_file'} is a file, not a folder"),
         (["--config", str(cfg_path), "--train.dataset.format", "csv", "--train.dataset.path", str(csv_root)],
@@ -580,6 +586,10 @@ def test_an_output_dir_with_another_run_is_refused_unless_resumed_or_overwritten
     assert code == 2 and "holds another run" in err and "--train.resume auto" in err and "--train.overwrite" in err
     assert (out / "train_log.jsonl").read_text() == before and [p.name for p in (out / "checkpoints").iterdir()] == \
         ["step-0000001"]
+    # bad data is refused before --train.overwrite deletes anything
+    code, err = train_in_process(args + ["--train.overwrite", "true", "--train.dataset.path", str(tmp_path / "none")],
+                                 capsys)
+    assert code == 2 and "precomputed.json" in err and (out / "train_log.jsonl").read_text() == before
     code, err = train_in_process(args + ["--train.overwrite", "true", "--train.seed", "9"], capsys)
     assert code == 0, err[-2000:]
     state = json.loads((out / "checkpoints" / "step-0000001" / "state.json").read_text())

@@ -66,13 +66,19 @@ def save(root: Path, step: int, state: Dict[str, Optional[Dict[str, np.ndarray]]
     return final
 
 
+def read_meta(path: Path) -> dict:
+    """A checkpoint directory's state.json (step, mode, options, ...), without its arrays."""
+    path = Path(path)
+    if not (path / "state.json").is_file():
+        raise CheckpointError(f"{path}: not a complete training checkpoint (no state.json)")
+    return json.loads((path / "state.json").read_text())
+
+
 def load(path: Path) -> dict:
     """{"meta", "trainable", "optimizer", "ema"} of a checkpoint directory (arrays by name; ``meta`` is
     state.json): what ``TrainingState.load_state_dict`` takes."""
     path = Path(path)
-    if not (path / "state.json").is_file():
-        raise CheckpointError(f"{path}: not a complete training checkpoint (no state.json)")
-    out = {"meta": json.loads((path / "state.json").read_text()),
+    out = {"meta": read_meta(path),
            "trainable": dict(iter_checkpoint(path / "trainable.ckpt")),
            "optimizer": dict(iter_checkpoint(path / "optimizer.ckpt"))}
     out["ema"] = dict(iter_checkpoint(path / "ema.ckpt")) if (path / "ema.ckpt").is_file() else None

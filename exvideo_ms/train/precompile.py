@@ -17,8 +17,10 @@ import logging
 import multiprocessing
 import os
 import resource
+import sys
+import traceback
 
-from exvideo_ms import validate
+from exvideo_ms import cli, validate
 
 logger = logging.getLogger(__name__)
 
@@ -41,18 +43,46 @@ def check(env) -> None:
 
 
 def precompile(model_opts, train, env) -> None:
-    """Compile the run's train step into its compile-cache folder in a child process, and wait for it."""
-    child = multiprocessing.get_context("spawn").Process(target=_compile_only, args=(model_opts, train, env),
-                                                         name="exvideo-ms-precompile")
+    """Compile the run's train step into its compile-cache folder in a child process, and wait for it. An error
+    in the child is raised here as the same exception (bad input exits 2 with its message, as without the
+    option)."""
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_child, args=(model_opts, train, env, send),
+                            name="exvideo-ms-precompile")
     logger.info("compiling the train step in a child process (--environment.precompile)")
     child.start()
+    send.close()  # the child holds the only sending end: a child that dies unannounced gives EOF, not a hang
+    try:
+        failure = receive.recv() if receive.poll(None) else None
+    except EOFError:
+        failure = None
     child.join()
+    if failure is not None:
+        error, text = failure
+        if not isinstance(error, cli.user_errors()):  # a bug: its traceback from the child
+            logger.error("the compiling child process failed:\n%s", text)
+        raise error
     if child.exitcode != 0:
         raise RuntimeError(f"--environment.precompile: the compiling child process exited with code {child.exitcode} "
-                           f"(its error is printed above); without --environment.precompile this process compiles")
+                           f"without an error message; without --environment.precompile this process compiles")
     # the largest peak of this process's finished children (Linux reports KiB): the compiling child's
     logger.info("the compiling child process peaked at %.0f MiB RSS",
                 resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0)
+
+
+def _child(model_opts, train, env, send) -> None:
+    """The child's body; its exception, with the traceback as text, goes to the parent."""
+    try:
+        _compile_only(model_opts, train, env)
+    except BaseException as e:
+        try:
+            send.send((e, traceback.format_exc()))
+        except Exception:  # an exception that does not pickle: its text
+            send.send((RuntimeError(f"{type(e).__name__}: {e}"), traceback.format_exc()))
+        sys.exit(1)
+    finally:
+        send.close()
 
 
 def _compile_only(model_opts, train, env) -> None:

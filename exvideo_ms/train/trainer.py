@@ -254,6 +254,21 @@ def prepare_output_dir(train: TrainOptions, is_main: bool) -> Path:
     return out
 
 
+def resume_checkpoint(train: TrainOptions) -> Optional[Path]:
+    """The checkpoint ``--train.resume`` names (``auto``: the newest in the output folder, None if there is
+    none), checked from its state.json alone: complete, and saved in this run's ``--train.mode``."""
+    if train.resume == "auto":
+        path = ckpt.latest(Path(train.output_dir) / "checkpoints")
+        if path is None:
+            return None
+    else:
+        path = Path(train.resume)
+    meta = ckpt.read_meta(path)
+    if meta.get("mode") != train.mode:
+        raise CheckpointError(f"{path} was saved in mode {meta.get('mode')!r}, not {train.mode!r}")
+    return path
+
+
 def frozen_dtype(name: str, choices: backend.Choices):
     """The dtype of the frozen weights: ``auto`` is the backend's (``Choices.frozen_dtype``)."""
     if name == "auto":
@@ -335,14 +350,15 @@ class Trainer:
         if env.jit_level is not None:
             choices = dataclasses.replace(choices, jit_level=env.jit_level)
         self.par: ParallelState = init_parallel(env.distributed, env.zero_stage)
+        # the model config and the data are checked before the output folder is prepared (--train.overwrite
+        # deletes a previous run there only once they have passed) and before the model is built
+        self.cfg = load_config(model_opts.config)
+        self.source = make_source(train.dataset, train.seed, object_fraction=train.loss.object_weight > 0)
         self.out = Path(train.output_dir) if compile_only else prepare_output_dir(train, self.par.is_main)
         self.choices = choices
         self.cache_root = (backend.compile_cache_root(env.compile_cache, "--environment.compile_cache")
                            if env.mode == 0 else None)
         self.input_shapes = None  # of the first train step call: every later call must match with a compile cache
-        self.cfg = load_config(model_opts.config)
-        # the data is checked before the model is built
-        self.source = make_source(train.dataset, train.seed, object_fraction=train.loss.object_weight > 0)
         ms.set_seed(train.seed)  # identical initialisation on every rank
         precomputed = train.dataset.format == "precomputed"
         components = ["unet"] + ([] if precomputed else ["vae", "image_encoder"])
@@ -406,13 +422,11 @@ class Trainer:
         return path
 
     def resume(self, where: str) -> None:
-        path = ckpt.latest(self.out / "checkpoints") if where == "auto" else Path(where)
+        path = resume_checkpoint(self.opts)
         if path is None:
             logger.info("resume auto: no checkpoint in %s, starting at step 0", self.out / "checkpoints")
             return
         data = ckpt.load(path)
-        if data["meta"]["mode"] != self.opts.mode:
-            raise CheckpointError(f"{path} was saved in mode {data['meta']['mode']!r}, not {self.opts.mode!r}")
         try:
             self.state.load_state_dict(data)
         except CheckpointError as e:
@@ -574,8 +588,13 @@ class Trainer:
 def train(model: ModelOptions, train_opts: TrainOptions, environment: EnvironmentOptions) -> Trainer:
     precompile.check(environment)
     if environment.precompile:
+        # what the training process would refuse is refused before the child compiles, in the trainer's order
         check_options(train_opts)
-        prepare_output_dir(train_opts, True)  # checked (and emptied by --train.overwrite) before the child runs
+        load_config(model.config)
+        make_source(train_opts.dataset, train_opts.seed, object_fraction=train_opts.loss.object_weight > 0)
+        prepare_output_dir(train_opts, True)  # emptied by --train.overwrite once the inputs above have passed
+        if train_opts.resume:
+            resume_checkpoint(train_opts)
         precompile.precompile(model, train_opts, environment)
     trainer = Trainer(model, train_opts, environment)
     trainer.run()
