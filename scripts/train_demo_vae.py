@@ -22,6 +22,7 @@ import dataclasses
 import gc
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -48,7 +49,7 @@ INIT_LOGVAR = -8.0
 LOGVAR_RANGE = (-30.0, 20.0)  # clamp of the posterior log-variance, as sgm's DiagonalGaussianDistribution
 
 
-RESUME_DIR = "resume"  # under --output: state.ckpt and progress.json of a run stopped by --stop-after
+RESUME_DIR = "resume"  # under --output: state-<step>.ckpt and progress.json (naming it) of a run stopped by --stop-after
 # the arguments a resumed run must share with the run it continues (the rest, e.g. --eval-every, may differ)
 RESUME_ARGS = ("config", "data", "steps", "batch", "frames", "object_weight", "init", "lr", "seed")
 HELDOUT_CLIPS = 16  # clips of the held-out split whose reconstruction PSNR is logged
@@ -152,9 +153,11 @@ class VAELoss(nn.Cell):
 def read_progress(folder: Path, a) -> dict:
     """progress.json of a --stop-after run in ``folder``, checked against this run's arguments ``a``."""
     file = folder / "progress.json"
-    if not file.is_file() or not (folder / "state.ckpt").is_file():
-        raise SystemExit(f"--resume: no stopped run in {folder} (progress.json and state.ckpt, written by --stop-after)")
-    progress = json.loads(file.read_text())
+    progress = json.loads(file.read_text()) if file.is_file() else None
+    # "state.ckpt" when progress.json names no state file: written by this script before 2026-12-05
+    if progress is None or not (folder / progress.get("state", "state.ckpt")).is_file():
+        raise SystemExit(f"--resume: no stopped run in {folder} (progress.json and the state file it names, written "
+                         f"by --stop-after)")
     differ = {k: (progress["args"][k], getattr(a, k)) for k in RESUME_ARGS if progress["args"][k] != getattr(a, k)}
     if differ:
         raise SystemExit(f"--resume: {folder} holds a run with other arguments; "
@@ -197,13 +200,16 @@ def main(argv=None) -> int:
     progress = None
     if a.resume:
         progress = read_progress(Path(a.output) / RESUME_DIR, a)
-        if a.stop_after is not None and a.stop_after <= progress["step"]:
+        if a.stop_after is not None and a.stop_after < progress["step"]:
             p.error(f"--stop-after {a.stop_after}: the run to resume is already at step {progress['step']}")
     if a.object_weight < 0:
         p.error(f"--object-weight must be >= 0, got {a.object_weight}")
     if a.init and not Path(a.init).is_file():
         p.error(f"--init: no such file: {a.init}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if progress is not None and a.stop_after == progress["step"]:  # e.g. killed before train_demo.sh marked it done
+        logging.info("--stop-after %d: the run already stopped at step %d, nothing to do", a.stop_after, a.stop_after)
+        return 0
     from mindspore import Tensor
     from tqdm import tqdm
 
@@ -234,7 +240,7 @@ def main(argv=None) -> int:
     names = [prm.name for prm in params]  # the state of a stopped run: these, then AdamW's moments and step
     start, elapsed, rng_state = 0, 0.0, None
     if progress is not None:
-        state_file = Path(a.output) / RESUME_DIR / "state.ckpt"
+        state_file = Path(a.output) / RESUME_DIR / progress.get("state", "state.ckpt")
         load_checkpoint(model, state_file, ignore=lambda n: not n.startswith("vae."),
                         may_miss=lambda n: n.startswith("image_encoder."))
         optimizer.load_state_dict(dict(iter_checkpoint(state_file)), names)
@@ -297,13 +303,20 @@ def main(argv=None) -> int:
             fh.write(json.dumps(record) + "\n")
     train_seconds = elapsed + time.time() - t_start
     if end < a.steps:
+        # the state under a new name, then progress.json replaced in one rename: a kill at any moment leaves
+        # progress.json naming a complete state of its own step
         folder = out / RESUME_DIR
         folder.mkdir(exist_ok=True)
+        state_name = f"state-{end:07d}.ckpt"
         save_checkpoint([*((n, prm.asnumpy()) for n, prm in zip(names, params)),
-                         *optimizer.state_dict(names).items()], folder / "state.ckpt")
-        (folder / "progress.json").write_text(json.dumps(
-            {"step": end, "seconds": round(train_seconds, 1), "rng": rng.bit_generator.state,
+                         *optimizer.state_dict(names).items()], folder / state_name)
+        (folder / "progress.json.tmp").write_text(json.dumps(
+            {"step": end, "state": state_name, "seconds": round(train_seconds, 1), "rng": rng.bit_generator.state,
              "args": {k: getattr(a, k) for k in RESUME_ARGS}}, indent=1))
+        os.replace(folder / "progress.json.tmp", folder / "progress.json")
+        for old in folder.glob("state*.ckpt"):
+            if old.name != state_name:
+                old.unlink()
         logging.info("stopped after step %d of %d: continue with --resume (state in %s)", end, a.steps, folder)
         return 0
     plot_loss(log, out / "loss.png", "demo VAE: reconstruction MSE and total loss")

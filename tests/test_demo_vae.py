@@ -98,6 +98,11 @@ def test_a_run_stopped_and_resumed_trains_the_same_vae_as_one_run(small_dataset,
     _train_vae(config, small_dataset, tmp_path / "split", *every, "--stop-after", "2")
     stopped = json.loads((tmp_path / "split" / "resume" / "progress.json").read_text())
     assert stopped["step"] == 2 and not (tmp_path / "split" / "encoders.ckpt").exists()
+    assert [f.name for f in (tmp_path / "split" / "resume").glob("state*")] == [stopped["state"]]
+    # the same stop again (a stage killed after it stopped, before train_demo.sh marked it done): nothing to do
+    again = _train_vae(config, small_dataset, tmp_path / "split", *every, "--resume", "--stop-after", "2")
+    assert "already stopped at step 2, nothing to do" in again.stderr
+    assert json.loads((tmp_path / "split" / "resume" / "progress.json").read_text()) == stopped
     _train_vae(config, small_dataset, tmp_path / "split", *every, "--resume")
     whole, split = (dict(iter_checkpoint(tmp_path / d / "encoders.ckpt")) for d in ("whole", "split"))
     assert whole.keys() == split.keys() and any(k.startswith("vae.") for k in whole)
