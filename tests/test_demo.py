@@ -151,7 +151,21 @@ def test_extended_demo_video_starts_from_the_image_moves_and_does_not_drift(read
 
 
 @pytest.fixture(scope="module")
-def object_videos(heldout, readme_run):
+def pipelines():
+    """{"base": the 8-frame base model's pipeline, "extended": the 32-frame ExVideo model's}, built once for the
+    module: each model's graphs compile once (a second extended model cost ~20 s of compilation). Tests run in
+    PyNative unless they set graph mode (conftest), so each user sets it."""
+    from exvideo_ms.pipeline import SVDPipeline
+    out = {}
+    for kind, config, checkpoints in (("base", "demo-base.yaml", ["base.ckpt"]),
+                                      ("extended", "demo-exvideo.yaml", ["base.ckpt", "exvideo.ckpt"])):
+        cfg, model = _load(config, checkpoints)
+        out[kind] = SVDPipeline(model, cfg)
+    return out
+
+
+@pytest.fixture(scope="module")
+def object_videos(heldout, readme_run, pipelines):
     """Every bundled held-out image through the base (8 frames) and the extended model (32 frames), graph mode,
     seed 0 as the model card's: {model: [(image, video, the input's label map, its own held-out clip)]}. The
     extended model's video of README's image is README's first command's (same model, seed and settings)."""
@@ -160,16 +174,12 @@ def object_videos(heldout, readme_run):
     import mindspore as ms
 
     from exvideo_ms.media import load_frames, load_image, read_video
-    from exvideo_ms.pipeline import SVDPipeline
     ms.set_context(mode=ms.GRAPH_MODE)
     clips = {Path(item["path"]).stem: heldout / item["path"]
              for item in json.loads((heldout / "metadata.json").read_text())}
     readme_image = (REPO / yaml.safe_load(I2V_CONFIG.read_text())["image"]).resolve()
     out = {}
-    for kind, config, checkpoints in (("base", "demo-base.yaml", ["base.ckpt"]),
-                                      ("extended", "demo-exvideo.yaml", ["base.ckpt", "exvideo.ckpt"])):
-        cfg, model = _load(config, checkpoints)
-        pipe = SVDPipeline(model, cfg)
+    for kind, pipe in pipelines.items():
         out[kind] = []
         for file in sorted((ASSETS / "heldout").glob("*.png")):
             image = load_image(file)
@@ -250,7 +260,7 @@ def heldout_long(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_extended_demo_makes_128_frames_in_windows_within_the_data_ranges(heldout_long, caplog):
+def test_extended_demo_makes_128_frames_in_windows_within_the_data_ranges(heldout_long, pipelines, caplog):
     """Past its table: the 32-frame ExVideo model makes 128 frames from README's image in 7 temporal windows
     (chosen by itself). Every frame's drift from the first lies within the held-out clips' range at that frame,
     the motion of every 32-frame segment within theirs, and no step where windows join is a jump."""
@@ -261,12 +271,10 @@ def test_extended_demo_makes_128_frames_in_windows_within_the_data_ranges(heldou
 
     from exvideo_ms import evaluation
     from exvideo_ms.media import load_image, read_video
-    from exvideo_ms.pipeline import SVDPipeline
-    ms.set_context(mode=ms.GRAPH_MODE)
-    cfg, model = _load("demo-exvideo.yaml", ["base.ckpt", "exvideo.ckpt"])
+    ms.set_context(mode=ms.GRAPH_MODE)  # as README's command; the pipeline's graphs were compiled by object_videos
     image = load_image(REPO / yaml.safe_load(I2V_CONFIG.read_text())["image"])
     with caplog.at_level(logging.INFO):
-        frames = SVDPipeline(model, cfg)(image, num_frames=LONG_FRAMES, seed=0, progress=False)
+        frames = pipelines["extended"](image, num_frames=LONG_FRAMES, seed=0, progress=False)
     assert "denoising 128 frames in 7 windows of 32 (stride 16)" in caplog.text
     assert frames.shape == (LONG_FRAMES, 64, 64, 3)
     assert evaluation.psnr(frames[0], image) >= MIN_FIRST_FRAME_PSNR_DB
