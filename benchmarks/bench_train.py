@@ -18,12 +18,12 @@ checkpointing; train.py's ``--train.recompute false``).
 layer), ``lora`` (rank 16 on the q/k/v/out projections of every attention, SVD_Xtend's recipe; PyTorch through
 PEFT) and ``full`` (the whole UNet). Both sides have ExVideo's table and conv in every mode.
 
-``--compile_cache`` instead times MindSpore's first step (exvideo mode) in a fresh process twice over one new
+``--compile_cache`` instead times MindSpore's first step (each mode of --modes) in a fresh process twice over one new
 compile-cache folder, as train.py's --environment.compile_cache keeps it: cold (compiling and writing the cache),
 then warm (a resumed or repeated run), beside PyTorch's first step; then a process that only compiles the step
 into a second new folder (MindSpore's ``MS_DEV_PRECOMPILE_ONLY``), and a run over it.
 
-    python -m benchmarks.bench_train --compile_cache
+    python -m benchmarks.bench_train --compile_cache [--modes exvideo,full]
 
 ``--zero`` instead writes the per-rank memory of the ZeRO stages (train/zero.py) on a 96-channel model
 (SVD-XT has 320, mid-size 160): one process, and two msrun CPU workers at each stage 0/1/2 (2 steps, 2 frames,
@@ -125,9 +125,9 @@ def worker_mindspore(frames, size, steps, frozen="fp32", mode="exvideo", cache=N
                 trainable=int(sum(p.size for p in trainable)), cache_reused=reused)
 
 
-def compile_cache_table(frames: int, size: int, steps: int) -> None:
+def compile_cache_table(frames: int, size: int, steps: int, mode: str) -> None:
     import tempfile
-    common = ["--steps", str(steps), "--frames", str(frames), "--size", str(size), "--modes", "exvideo"]
+    common = ["--steps", str(steps), "--frames", str(frames), "--size", str(size), "--modes", mode]
     def ms_run(cache, *extra):
         return run_worker("benchmarks.bench_train", ["ms", *common, "--cache", cache, *extra], timeout=7200,
                           allocator=MS_ALLOCATOR)
@@ -139,7 +139,8 @@ def compile_cache_table(frames: int, size: int, steps: int) -> None:
     if not runs[0]["loss"] == runs[1]["loss"] == pre[1]["loss"]:  # the same seeded weights and batch everywhere
         raise RuntimeError(f"a cached graph computed another first loss: {runs + pre}")
     torch = run_worker("benchmarks.bench_train", ["torch", *common], timeout=7200, allocator=TORCH_ALLOCATOR)
-    lines = [f"`python -m benchmarks.bench_train --compile_cache` — bench_train's mid-size step (exvideo mode, {frames} "
+    lines = [f"`python -m benchmarks.bench_train --compile_cache --modes {mode}` — bench_train's mid-size step "
+             f"({mode} mode, {frames} "
              f"frames, {size * 8}×{size * 8}, batch 1, fp32, recompute), each run in a fresh process; MindSpore twice over "
              "one new compile-cache folder (as train.py's `--environment.compile_cache` keeps one per configuration): "
              "cold compiles and writes it, warm is a resumed or repeated run; then over a second folder, first a process "
@@ -156,7 +157,7 @@ def compile_cache_table(frames: int, size: int, steps: int) -> None:
                   f"process: {(pre[0]['first'] + pre[1]['first']) / runs[0]['first']:.2f} of the cold first step "
                   f"in two processes, each peaking at most {max(pre[0]['peak_rss'], pre[1]['peak_rss']):.2f} GiB "
                   f"({max(pre[0]['peak_rss'], pre[1]['peak_rss']) / torch['peak_rss']:.2f}× PyTorch's)"]
-    append_section("Training step's first call with a compile cache, mid-size, exvideo mode", lines)
+    append_section(f"Training step's first call with a compile cache, mid-size, {mode} mode", lines)
 
 
 def worker_zero(frames, size, steps, stage, distributed, out, width=MID_WIDTH):
@@ -380,7 +381,8 @@ def main():
              else worker_torch(a.frames, a.size, a.steps, modes[0], on))
         return
     if a.compile_cache:
-        compile_cache_table(a.frames, a.size, a.steps)
+        for mode in modes:
+            compile_cache_table(a.frames, a.size, a.steps, mode)
         return
     common = ["--steps", str(a.steps), "--frames", str(a.frames), "--size", str(a.size), "--recompute", a.recompute]
     res = {m: [run_worker("benchmarks.bench_train", ["ms", *common, "--frozen", a.frozen, "--modes", m], timeout=7200,
