@@ -49,7 +49,7 @@ INIT_LOGVAR = -8.0
 LOGVAR_RANGE = (-30.0, 20.0)  # clamp of the posterior log-variance, as sgm's DiagonalGaussianDistribution
 
 
-RESUME_DIR = "resume"  # under --output: state-<step>.ckpt and progress.json (naming it) of a run stopped by --stop-after
+RESUME_DIR = "resume"  # under --output: state-<step>.ckpt and progress.json (naming it), written by --stop-after
 # the arguments a resumed run must share with the run it continues (the rest, e.g. --eval-every, may differ)
 RESUME_ARGS = ("config", "data", "steps", "batch", "frames", "object_weight", "init", "lr", "seed")
 HELDOUT_CLIPS = 16  # clips of the held-out split whose reconstruction PSNR is logged

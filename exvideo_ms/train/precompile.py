@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import pickle
 import resource
 import sys
 import traceback
@@ -59,7 +60,11 @@ def precompile(model_opts, train, env) -> None:
         failure = None
     child.join()
     if failure is not None:
-        error, text = failure
+        blob, summary, text = failure
+        try:
+            error = pickle.loads(blob)
+        except Exception:  # an exception that does not pickle (or unpickle): its type and message
+            error = RuntimeError(f"--environment.precompile: the compiling child process failed: {summary}")
         if not isinstance(error, cli.user_errors()):  # a bug: its traceback from the child
             logger.error("the compiling child process failed:\n%s", text)
         raise error
@@ -77,9 +82,10 @@ def _child(model_opts, train, env, send) -> None:
         _compile_only(model_opts, train, env)
     except BaseException as e:
         try:
-            send.send((e, traceback.format_exc()))
-        except Exception:  # an exception that does not pickle: its text
-            send.send((RuntimeError(f"{type(e).__name__}: {e}"), traceback.format_exc()))
+            blob = pickle.dumps(e)
+        except Exception:
+            blob = b""
+        send.send((blob, f"{type(e).__name__}: {e}", traceback.format_exc()))
         sys.exit(1)
     finally:
         send.close()
