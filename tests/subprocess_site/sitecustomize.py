@@ -17,4 +17,5 @@ class _OneKernelThread(importlib.abc.MetaPathFinder):
         return None  # the import itself goes on as usual
 
 
-sys.meta_path.insert(0, _OneKernelThread())
+ONE_KERNEL_THREAD = _OneKernelThread()  # conftest removes it from the test processes, which set their own
+sys.meta_path.insert(0, ONE_KERNEL_THREAD)
