@@ -2,7 +2,6 @@
 widths), saved as a diffusers folder, converted once per session, and loaded into our MindSpore cells."""
 import logging
 import os
-import sys
 
 import pytest
 
@@ -11,10 +10,6 @@ os.environ.setdefault("GLOG_v", "3")  # MindSpore C++ warnings off
 # too, as pytest_configure sets for this one (tests/subprocess_site/sitecustomize.py)
 _SITE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "subprocess_site")
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_SITE, os.environ.get("PYTHONPATH")) if p)
-# ... but not this process (an xdist worker has that sitecustomize too): MindSpore refuses a second setting
-_HOOK = getattr(sys.modules.get("sitecustomize"), "ONE_KERNEL_THREAD", None)
-if _HOOK in sys.meta_path:
-    sys.meta_path.remove(_HOOK)
 
 import mindspore as ms  # noqa: E402
 

@@ -17,5 +17,4 @@ class _OneKernelThread(importlib.abc.MetaPathFinder):
         return None  # the import itself goes on as usual
 
 
-ONE_KERNEL_THREAD = _OneKernelThread()  # conftest removes it from the test processes, which set their own
-sys.meta_path.insert(0, ONE_KERNEL_THREAD)
+sys.meta_path.insert(0, _OneKernelThread())
