@@ -6,10 +6,6 @@ import os
 import pytest
 
 os.environ.setdefault("GLOG_v", "3")  # MindSpore C++ warnings off
-# the Python processes the tests start (train.py, image_to_video.py, msrun workers, ...) run one CPU kernel thread
-# too, as pytest_configure sets for this one (tests/subprocess_site/sitecustomize.py)
-_SITE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "subprocess_site")
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_SITE, os.environ.get("PYTHONPATH")) if p)
 
 import mindspore as ms  # noqa: E402
 
