@@ -254,6 +254,15 @@ def prepare_output_dir(train: TrainOptions, is_main: bool) -> Path:
     return out
 
 
+def checked_inputs(model_opts: ModelOptions, train: TrainOptions):
+    """(model config, sample source): the options, the model config and the data checked, before the output
+    folder is prepared (--train.overwrite deletes a previous run only once they have passed) and before any
+    model is built."""
+    check_options(train)
+    return (load_config(model_opts.config),
+            make_source(train.dataset, train.seed, object_fraction=train.loss.object_weight > 0))
+
+
 def resume_checkpoint(train: TrainOptions) -> Optional[Path]:
     """The checkpoint ``--train.resume`` names (``auto``: the newest in the output folder, None if there is
     none), checked from its state.json alone: complete, and saved in this run's ``--train.mode``."""
@@ -342,7 +351,7 @@ class Trainer:
     def __init__(self, model_opts: ModelOptions, train: TrainOptions, env: EnvironmentOptions,
                  compile_only: bool = False):
         """``compile_only``: the child of train/precompile.py, which writes nothing into the run folder."""
-        check_options(train)
+        self.cfg, self.source = checked_inputs(model_opts, train)  # before the output folder and the model
         self.model_opts, self.opts, self.env = model_opts, train, env
         self.device = backend.setup_device(env.device_target, mode=env.mode)
         logger.info("device_target %s, %s allocator", self.device, allocator.active())
@@ -350,10 +359,6 @@ class Trainer:
         if env.jit_level is not None:
             choices = dataclasses.replace(choices, jit_level=env.jit_level)
         self.par: ParallelState = init_parallel(env.distributed, env.zero_stage)
-        # the model config and the data are checked before the output folder is prepared (--train.overwrite
-        # deletes a previous run there only once they have passed) and before the model is built
-        self.cfg = load_config(model_opts.config)
-        self.source = make_source(train.dataset, train.seed, object_fraction=train.loss.object_weight > 0)
         self.out = Path(train.output_dir) if compile_only else prepare_output_dir(train, self.par.is_main)
         self.choices = choices
         self.cache_root = (backend.compile_cache_root(env.compile_cache, "--environment.compile_cache")
@@ -421,7 +426,7 @@ class Trainer:
         logger.info("saved %s", path)
         return path
 
-    def resume(self, where: str) -> None:
+    def resume(self) -> None:
         path = resume_checkpoint(self.opts)
         if path is None:
             logger.info("resume auto: no checkpoint in %s, starting at step 0", self.out / "checkpoints")
@@ -471,7 +476,7 @@ class Trainer:
     def run(self) -> None:
         o, accum = self.opts, self.opts.optimizer.grad_accum
         if o.resume:
-            self.resume(o.resume)
+            self.resume()
         source = self.source
         steps = range(self.start_step, o.max_steps)
         plan = [sample_indices(s, m, accum, self.par.rank, self.par.world, o.batch_size) for s in steps for m in range(accum)]
@@ -589,9 +594,7 @@ def train(model: ModelOptions, train_opts: TrainOptions, environment: Environmen
     precompile.check(environment)
     if environment.precompile:
         # what the training process would refuse is refused before the child compiles, in the trainer's order
-        check_options(train_opts)
-        load_config(model.config)
-        make_source(train_opts.dataset, train_opts.seed, object_fraction=train_opts.loss.object_weight > 0)
+        checked_inputs(model, train_opts)
         prepare_output_dir(train_opts, True)  # emptied by --train.overwrite once the inputs above have passed
         if train_opts.resume:
             resume_checkpoint(train_opts)
