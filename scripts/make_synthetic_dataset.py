@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 SHAPES = ("circle", "square", "triangle", "star")
+OBJECT_RADIUS = (0.08, 0.18)  # default --object-radius: each object's radius, fraction of the side (before pulsing)
 MOTIONS = ("mixed", "orbit")  # --motion: mixed = drift, bounce, turn, pulse, pans; orbit = a new kind (the demo LoRA)
 ORBIT_RADIUS = (0.15, 0.3)  # orbit: distance of each object from the frame centre, fraction of the side
 ORBIT_SPEED = (0.3, 0.5)  # orbit: radians per frame, one speed and sense per clip (all objects turn together)
@@ -76,17 +77,19 @@ def draw(canvas: np.ndarray, o: dict, r: float, value, antialiased: bool) -> Non
         cv2.fillPoly(canvas, [pts], value, lineType=line, shift=4)
 
 
-def render_clip(rng: np.random.Generator, frames: int, size: int, motion: str = "mixed"):
+def render_clip(rng: np.random.Generator, frames: int, size: int, motion: str = "mixed",
+                radius: tuple = OBJECT_RADIUS):
     """(T, size, size, 3) uint8 RGB frames, (T, size, size) uint8 object labels, (K, 3) uint8 object colours.
     ``motion`` "orbit": no pan, every object circles the frame centre at one angular speed per clip (turning and
-    pulsing as in "mixed"), instead of drifting and bouncing."""
+    pulsing as in "mixed"), instead of drifting and bouncing. ``radius``: the range of the objects' radii, fractions
+    of ``size`` (the same random draws for any range, so only the sizes and what follows from them change)."""
     pad = size // 2
     bg = background(rng, size, pad)
     pan = rng.uniform(-1.2, 1.2, 2) if rng.random() < 0.4 else np.zeros(2)
     objects = []
     for _ in range(rng.integers(1, 4)):
         objects.append(dict(kind=SHAPES[rng.integers(len(SHAPES))], pos=rng.uniform(0.2, 0.8, 2) * size,
-                            vel=rng.uniform(-2.5, 2.5, 2) * size / 64, r=rng.uniform(0.08, 0.18) * size,
+                            vel=rng.uniform(-2.5, 2.5, 2) * size / 64, r=rng.uniform(*radius) * size,
                             spin=rng.uniform(-0.25, 0.25), rot=rng.uniform(0, 2 * math.pi),
                             pulse=rng.uniform(0, 0.3), phase=rng.uniform(0, 2 * math.pi),
                             color=tuple(int(c) for c in rng.integers(20, 255, 3))))
@@ -118,7 +121,7 @@ def render_clip(rng: np.random.Generator, frames: int, size: int, motion: str = 
 
 
 def write_split(root: Path, rng: np.random.Generator, clips: int, frames: int, size: int, fps: float,
-                with_csv: bool, with_folders: bool, motion: str = "mixed") -> list:
+                with_csv: bool, with_folders: bool, motion: str = "mixed", radius: tuple = OBJECT_RADIUS) -> list:
     from exvideo_ms.data.motion import motion_bucket
     from exvideo_ms.models.conditioner import to_model_range
     from exvideo_ms.media import write_mp4
@@ -126,7 +129,7 @@ def write_split(root: Path, rng: np.random.Generator, clips: int, frames: int, s
     (root / "masks").mkdir(parents=True, exist_ok=True)
     entries, rows = [], []
     for i in range(clips):
-        video, labels, colors = render_clip(rng, frames, size, motion)
+        video, labels, colors = render_clip(rng, frames, size, motion, radius)
         rel = f"videos/clip_{i:05d}.mp4"
         write_mp4(video, root / rel, fps)
         np.savez_compressed(root / "masks" / f"clip_{i:05d}.npz", labels=labels, colors=colors)
@@ -160,12 +163,18 @@ def main(argv=None) -> int:
     p.add_argument("--motion", choices=MOTIONS, default="mixed",
                    help="mixed: objects drift, bounce, turn and pulse, some clips pan; orbit: objects circle the "
                         "frame centre together, no pan (a motion kind the mixed data lacks, for the demo LoRA)")
+    p.add_argument("--object-radius", type=float, nargs=2, default=OBJECT_RADIUS, metavar=("MIN", "MAX"),
+                   help="range of the objects' radii as fractions of the frame side (default %(default)s; a star or "
+                        "triangle covers about 1.3 r^2, a circle 3.1 r^2)")
     a = p.parse_args(argv)
+    lo, hi = a.object_radius
+    if not 0 < lo <= hi <= 0.5:
+        p.error(f"--object-radius {lo} {hi}: expected 0 < MIN <= MAX <= 0.5 (fractions of the frame side)")
     out = Path(a.output)
     for split, n, stream in (("train", a.clips, 0), ("heldout", a.heldout, 1)):
         if n > 0:
             write_split(out / split, np.random.default_rng([a.seed, stream]), n, a.frames, a.size, a.fps, a.csv,
-                        a.frame_folders, a.motion)
+                        a.frame_folders, a.motion, (lo, hi))
     print(f"wrote {a.clips} training and {a.heldout} held-out clips of {a.frames} frames at {a.size}x{a.size} to {out}")
     return 0
 
