@@ -140,8 +140,8 @@ def compile_cache_table(frames: int, size: int, steps: int, mode: str) -> None:
         raise RuntimeError(f"a cached graph computed another first loss: {runs + pre}")
     torch = run_worker("benchmarks.bench_train", ["torch", *common], timeout=7200, allocator=TORCH_ALLOCATOR)
     lines = [f"`python -m benchmarks.bench_train --compile_cache --modes {mode}` — bench_train's mid-size step "
-             f"({mode} mode, {frames} "
-             f"frames, {size * 8}×{size * 8}, batch 1, fp32, recompute), each run in a fresh process; MindSpore twice over "
+             f"({mode} mode, {frames} frames, {size * 8}×{size * 8}, batch 1, fp32, recompute), each run in a fresh "
+             "process; MindSpore twice over "
              "one new compile-cache folder (as train.py's `--environment.compile_cache` keeps one per configuration): "
              "cold compiles and writes it, warm is a resumed or repeated run; then over a second folder, first a process "
              "that only compiles (`MS_DEV_PRECOMPILE_ONLY=1`), then a run. Every MindSpore run that trains computes the "

@@ -271,7 +271,8 @@ def test_extended_demo_makes_128_frames_in_windows_within_the_data_ranges(heldou
 
     from exvideo_ms import evaluation
     from exvideo_ms.media import load_image, read_video
-    ms.set_context(mode=ms.GRAPH_MODE)  # as README's command; the pipeline's graphs were compiled by object_videos
+    ms.set_context(mode=ms.GRAPH_MODE)  # as README's command; the shared pipeline reuses the 32-frame graphs the
+    # module's earlier tests compiled (object_videos), or compiles them here when run alone
     image = load_image(REPO / yaml.safe_load(I2V_CONFIG.read_text())["image"])
     with caplog.at_level(logging.INFO):
         frames = pipelines["extended"](image, num_frames=LONG_FRAMES, seed=0, progress=False)

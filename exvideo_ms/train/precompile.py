@@ -61,9 +61,13 @@ def precompile(model_opts, train, env) -> None:
     child.join()
     if failure is not None:
         blob, summary, text = failure
-        try:
-            error = pickle.loads(blob)
-        except Exception:  # an exception that does not pickle (or unpickle): its type and message
+        error = None
+        if blob is not None:
+            try:
+                error = pickle.loads(blob)
+            except Exception:  # it pickled in the child but does not unpickle here
+                pass
+        if error is None:  # an exception that does not cross processes: its type and message
             error = RuntimeError(f"--environment.precompile: the compiling child process failed: {summary}")
         if not isinstance(error, cli.user_errors()):  # a bug: its traceback from the child
             logger.error("the compiling child process failed:\n%s", text)
@@ -83,8 +87,8 @@ def _child(model_opts, train, env, send) -> None:
     except BaseException as e:
         try:
             blob = pickle.dumps(e)
-        except Exception:
-            blob = b""
+        except Exception:  # the parent raises its type and message instead
+            blob = None
         send.send((blob, f"{type(e).__name__}: {e}", traceback.format_exc()))
         sys.exit(1)
     finally:
