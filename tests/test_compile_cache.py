@@ -83,13 +83,19 @@ def _key(**changes):
 
 
 def test_train_step_cache_folder_changes_with_what_shapes_the_graph_only():
+    from exvideo_ms.train.optim import OptimizerOptions
     same = _key()
-    # where a run writes, how long it runs and where its data lies: the same compiled step
+    # where a run writes, how long it runs, where its data lies and what the host draws or schedules before each
+    # step: the same compiled step (tests/test_train.py's kill-and-resume run trains on a step compiled for another
+    # learning rate and seed, to the weights of a run that compiled its own)
     for change in ({"output_dir": "elsewhere"}, {"max_steps": 7}, {"save_every": 3}, {"resume": "auto"},
+                   {"seed": 7}, {"conditioning_dropout": 0.1},
+                   {"optimizer": OptimizerOptions(lr=3e-4, warmup_steps=10)},
                    {"dataset.path": "/other/data"}, {"dataset.num_workers": 4}, {"compile_cache": "/elsewhere"},
                    {"precompile": True}):  # the compiling child's folder is the training process's
         assert _key(**change) == same, change
     for change in ({"mode": "full"}, {"batch_size": 2}, {"recompute": True}, {"frozen_dtype": "fp16"},
+                   {"optimizer": OptimizerOptions(eps=1e-3)}, {"optimizer": OptimizerOptions(weight_decay=0.0)},
                    {"dataset.num_frames": 16}, {"zero_stage": 1}, {"model_channels": 64},
                    {"shapes": [(1, 8, 4, 16, 16)]}):
         assert _key(**change) != same, change

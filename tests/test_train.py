@@ -464,13 +464,18 @@ def test_kill_and_resume_continue_exactly(micro_run):
     opt = {"lr": 1.0e-3, "eps": 1.0e-3}
     whole = write_config(micro_run, "whole", max_steps=8, save_every=2, optimizer=opt)
     # this run compiles its step in a child process (--environment.precompile) into a compile cache of its own,
-    # then trains over it: to the same weights as the run below, which compiles in its own process
+    # then trains over it: to the same weights as the killed and resumed run below
     own_cache = micro_run / "precompiled"
     r = run_train(micro_run, whole, "--environment.precompile", "true", cache=own_cache)
     assert "compiling the train step in a child process" in r.stderr
     assert re.search(r"compile cache \S+ \(reused\)", r.stderr) and len(list(own_cache.iterdir())) == 1, r.stderr
+    # the killed run and its resumption train on a step compiled by a run of another learning rate and seed (one
+    # step, its own cache): both are host-side inputs (trainer.NOT_IN_GRAPH), so the cached graph serves them
+    other = micro_run / "other_lr_cache"
+    run_train(micro_run, write_config(micro_run, "other_lr", max_steps=1, save_every=1, seed=11,
+                                      optimizer={**opt, "lr": 4.0e-3, "warmup_steps": 3}), cache=other)
     cut = write_config(micro_run, "cut", max_steps=8, save_every=2, optimizer=opt)
-    proc = run_train(micro_run, cut, wait=False)
+    proc = run_train(micro_run, cut, wait=False, cache=other)
     log = micro_run / "cut" / "train_log.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -485,10 +490,11 @@ def test_kill_and_resume_continue_exactly(micro_run):
     broken = micro_run / "cut" / "checkpoints" / "step-0000006.tmp"
     broken.mkdir(exist_ok=True)
     (broken / "trainable.ckpt").write_bytes(b"\x0a\x05partial")
-    r = run_train(micro_run, cut, "--train.resume", "auto")
+    assert re.search(r"compile cache \S+ \(reused\)", proc.stderr.read()), "the killed run compiled its own step"
+    r = run_train(micro_run, cut, "--train.resume", "auto", cache=other)
     assert "resumed from" in r.stderr and "step-0000004" in r.stderr
-    # the run of another output folder compiled the same graph: its cached compilation is reused
     assert re.search(r"compile cache \S+ \(reused\)", r.stderr), r.stderr[-2000:]
+    assert len(list(other.iterdir())) == 1  # one compiled step served all three
     a, b = final_weights(micro_run / "whole"), final_weights(micro_run / "cut")
     assert max(float(np.abs(a[k] - b[k]).max()) for k in a) <= 1e-6
     opt_a = dict(iter_checkpoint(sorted((micro_run / "whole" / "checkpoints").glob("step-*"))[-1] / "optimizer.ckpt"))

@@ -213,10 +213,14 @@ def check_options(train: TrainOptions) -> None:
         raise validate.OptionError("--train.validation.every is set but --train.validation.image is not")
 
 
-# TrainOptions that never shape a compiled graph (where the run writes, how long it runs, where its data lies):
-# every other option is part of the compile cache's key, so runs that differ in them never share a cached graph
-NOT_IN_GRAPH = ("output_dir", "max_steps", "save_every", "keep_last", "resume", "overwrite")
+# TrainOptions that never shape a compiled graph: where the run writes, how long it runs, where its data lies, and
+# what the host computes before each step (the seed's streams of sigmas, noise and dropped conditions; the learning
+# rate, which the step takes as an input: learning_rate). Every other option is part of the compile cache's key, so
+# runs that differ in them never share a cached graph
+NOT_IN_GRAPH = ("output_dir", "max_steps", "save_every", "keep_last", "resume", "overwrite", "seed",
+                "conditioning_dropout")
 NOT_IN_GRAPH_DATA = ("path", "list_file", "num_workers")
+NOT_IN_GRAPH_OPTIMIZER = ("lr", "warmup_steps")
 
 
 def compile_cache_key(cfg: SVDConfig, train: TrainOptions, env: EnvironmentOptions, choices, world: int, rank: int,
@@ -226,6 +230,7 @@ def compile_cache_key(cfg: SVDConfig, train: TrainOptions, env: EnvironmentOptio
     them: backend.compile_cache_dir). The weights are not cached, so checkpoints are left out."""
     options = {k: v for k, v in dataclasses.asdict(train).items() if k not in NOT_IN_GRAPH}
     options["dataset"] = {k: v for k, v in options["dataset"].items() if k not in NOT_IN_GRAPH_DATA}
+    options["optimizer"] = {k: v for k, v in options["optimizer"].items() if k not in NOT_IN_GRAPH_OPTIMIZER}
     environment = {k: v for k, v in dataclasses.asdict(env).items() if k not in ("compile_cache", "precompile")}
     return {"model": to_dict(cfg), "train": options, "environment": environment, "choices": dataclasses.asdict(choices),
             "world": world, "rank": rank, "inputs": [list(x) for x in input_shapes]}
