@@ -19,10 +19,6 @@ def pytest_configure(config):
     # Measured on tests/test_temporal_windows.py: alone 38 s with 1 thread, 43 s with 2 or 25; two copies at
     # once 78 s with 1 thread, 107-113 s with 2 or 25
     ms.device_context.cpu.op_tuning.threads_num(1)
-    # the same for the PyTorch references (torch's default: one intra-op thread per core). Measured on
-    # tests/test_metrics.py, two copies at once: 239 s with torch's default, 187 s with 1 thread
-    import torch
-    torch.set_num_threads(1)
     ms.set_context(mode=ms.PYNATIVE_MODE)
     logging.getLogger("mindspore").setLevel(logging.ERROR)
 
