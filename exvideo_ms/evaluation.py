@@ -164,7 +164,7 @@ def track_object(frames: np.ndarray, colour_lab: np.ndarray, area: int,
     return {"area": areas, "delta_e": np.asarray(errors), "present": (areas >= lo * area) & (areas <= hi * area)}
 
 
-# elements of one (pixels × input colours) distance block in foreign_area: 64 MB of float64, whatever the frame size
+# elements of one (colours × input colours) distance block in foreign_area: 64 MB of float64, whatever the frame size
 FOREIGN_BLOCK_ELEMENTS = 8 * 2 ** 20
 
 
@@ -176,18 +176,18 @@ def foreign_area(frames: np.ndarray, image: np.ndarray, max_delta_e: float = TRA
     # the input's colours, rounded to 0.5 ΔE (well under max_delta_e) so a smooth background gives a short list
     palette = np.unique(np.round(srgb_to_lab(image.reshape(-1, 3)) * 2) / 2, axis=0)
     palette_sq = (palette ** 2).sum(1)
-    rows = max(1, FOREIGN_BLOCK_ELEMENTS // len(palette))  # pixels per (pixels × colours) product
-    out = []
-    for frame in frames:
-        lab = srgb_to_lab(frame.reshape(-1, 3))
-        far = 0
-        for start in range(0, len(lab), rows):
-            part = lab[start:start + rows]
-            # squared distance to the nearest input colour: |a|² + |b|² − 2a·b
-            nearest = ((part ** 2).sum(1)[:, None] + palette_sq[None] - 2 * part @ palette.T).min(1)
-            far += int(np.count_nonzero(nearest > max_delta_e ** 2))
-        out.append(far / len(lab))
-    return np.asarray(out)
+    # each distinct colour of the frames once (a 32-frame 64x64 clip: 7k-18k colours for 131k pixels, measured)
+    packed = np.asarray(frames, np.int32).reshape(-1, 3) @ np.array([1 << 16, 1 << 8, 1], np.int32)
+    colours, which = np.unique(packed, return_inverse=True)
+    lab = srgb_to_lab(np.stack([colours >> 16, (colours >> 8) & 255, colours & 255], -1))
+    far = np.empty(len(lab), bool)
+    rows = max(1, FOREIGN_BLOCK_ELEMENTS // len(palette))  # colours per (colours × input colours) product
+    for start in range(0, len(lab), rows):
+        part = lab[start:start + rows]
+        # squared distance to the nearest input colour: |a|² + |b|² − 2a·b
+        nearest = ((part ** 2).sum(1)[:, None] + palette_sq[None] - 2 * part @ palette.T).min(1)
+        far[start:start + rows] = nearest > max_delta_e ** 2
+    return far[which.reshape(len(frames), -1)].mean(1)
 
 
 def object_measures(frames: np.ndarray, image: np.ndarray, labels: np.ndarray) -> list:
