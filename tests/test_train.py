@@ -347,15 +347,36 @@ def test_precomputed_object_fractions_are_the_masks_share_of_each_latent_pixel(m
         np.testing.assert_allclose(share, want, atol=1e-7, err_msg=name)
 
 
+# Adam's ε for runs compared across processes: with the default ε = 1e-8, Adam amplifies float32 rounding noise on
+# gradients that are zero by construction (one-token cross-attention, shifts under one-channel GroupNorm groups) to
+# ±lr, and that noise differs between two processes that compute the same step or sum in another order (measured:
+# 3e-5 after two steps with the same restored state, while AdamW's moments agree to 2e-9); ε = 1e-3 keeps it below
+# the tolerances while every real gradient still drives the update
+EPS_ACROSS_PROCESSES = 1.0e-3
+# the learning rate, its warm-up and the seed of other_lr_run: all host-side (trainer.NOT_IN_GRAPH*)
+OTHER_LR = {"lr": 4.0e-3, "warmup_steps": 3, "eps": EPS_ACROSS_PROCESSES}
+OTHER_SEED = 11
+
+
+@pytest.fixture(scope="module")
+def other_lr_run(micro_run):
+    """A one-step run of another learning rate, warm-up and seed than write_config's (ε EPS_ACROSS_PROCESSES) into a
+    compile cache of its own, which it returns. The object-weight test compares its first step with a weighted one;
+    the kill-and-resume test's killed and resumed runs train over its cache."""
+    cache = micro_run / "other_lr_cache"
+    run_train(micro_run, write_config(micro_run, "other_lr", max_steps=1, save_every=1, seed=OTHER_SEED,
+                                      optimizer=OTHER_LR), cache=cache)
+    return cache
+
+
 @pytest.mark.slow
-def test_object_weight_weights_the_trained_loss_but_not_the_plain_one(micro_run):
+def test_object_weight_weights_the_trained_loss_but_not_the_plain_one(micro_run, other_lr_run):
     """Same seed, weights and samples with and without the object weight: the logged plain x0 MSE of the first step
     is the same, the weighted loss the step differentiates is not (so the fractions reach the compiled graph)."""
-    logs = {}
-    for k in (0.0, 16.0):
-        name = f"object_weight_{int(k)}"
-        run_train(micro_run, write_config(micro_run, name, max_steps=1, save_every=1, loss={"object_weight": k}))
-        logs[k] = json.loads((micro_run / name / "train_log.jsonl").read_text().splitlines()[0])
+    run_train(micro_run, write_config(micro_run, "object_weight_16", max_steps=1, save_every=1, seed=OTHER_SEED,
+                                      optimizer=OTHER_LR, loss={"object_weight": 16.0}))
+    logs = {k: json.loads((micro_run / name / "train_log.jsonl").read_text().splitlines()[0])
+            for k, name in ((0.0, "other_lr"), (16.0, "object_weight_16"))}
     assert logs[0.0]["loss"] == pytest.approx(logs[16.0]["loss"], rel=1e-5)
     assert abs(logs[16.0]["weighted_loss"] - logs[0.0]["weighted_loss"]) > 0.01 * logs[0.0]["weighted_loss"]
 
@@ -412,15 +433,13 @@ def test_frozen_parameters_stay_bit_identical(micro_run):
 def test_two_zero2_workers_equal_one_process_with_double_batch(micro_run):
     # ZeRO stage 2 through train.py (tests/test_zero.py covers stages 0-2, overflow, clipping and resume on a
     # small model); in-training EMA on, a validation video on rank 0 at the last step.
-    # Adam divides by √v + ε: with the default ε = 1e-8, float32 noise on gradients that are zero by
-    # construction (one-token cross-attention, shifts under one-channel GroupNorm groups) is amplified to
-    # ±lr and differs with the summation order; ε = 1e-3 keeps that noise below the tolerance while every
-    # real gradient still drives the update
+    # Adam's ε: EPS_ACROSS_PROCESSES (two ranks sum the gradients in another order than one process)
     from PIL import Image
     from exvideo_ms.train import checkpoint as ckpt
     image = micro_run / "validation.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), np.uint8)).save(image)
-    common = dict(max_steps=3, save_every=3, optimizer={"lr": 1.0e-3, "eps": 1.0e-3}, ema={"enable": True})
+    common = dict(max_steps=3, save_every=3, optimizer={"lr": 1.0e-3, "eps": EPS_ACROSS_PROCESSES},
+                  ema={"enable": True})
     single = write_config(micro_run, "single", batch_size=2, **common)
     run_train(micro_run, single)
     double = write_config(micro_run, "double", batch_size=1, validation={"every": 3, "image": str(image),
@@ -457,11 +476,8 @@ def test_two_zero2_workers_equal_one_process_with_double_batch(micro_run):
 
 
 @pytest.mark.slow
-def test_kill_and_resume_continue_exactly(micro_run):
-    # ε = 1e-3 as in the two-worker test: with ε = 1e-8, Adam amplifies float32 rounding noise on gradients that
-    # are zero by construction to ±lr, and that noise differs between two processes that compute the same step
-    # (measured: 3e-5 after two steps with the same restored state, while AdamW's moments agree to 2e-9)
-    opt = {"lr": 1.0e-3, "eps": 1.0e-3}
+def test_kill_and_resume_continue_exactly(micro_run, other_lr_run):
+    opt = {"lr": 1.0e-3, "eps": EPS_ACROSS_PROCESSES}
     whole = write_config(micro_run, "whole", max_steps=8, save_every=2, optimizer=opt)
     # this run compiles its step in a child process (--environment.precompile) into a compile cache of its own,
     # then trains over it: to the same weights as the killed and resumed run below
@@ -469,11 +485,9 @@ def test_kill_and_resume_continue_exactly(micro_run):
     r = run_train(micro_run, whole, "--environment.precompile", "true", cache=own_cache)
     assert "compiling the train step in a child process" in r.stderr
     assert re.search(r"compile cache \S+ \(reused\)", r.stderr) and len(list(own_cache.iterdir())) == 1, r.stderr
-    # the killed run and its resumption train on a step compiled by a run of another learning rate and seed (one
-    # step, its own cache): both are host-side inputs (trainer.NOT_IN_GRAPH), so the cached graph serves them
-    other = micro_run / "other_lr_cache"
-    run_train(micro_run, write_config(micro_run, "other_lr", max_steps=1, save_every=1, seed=11,
-                                      optimizer={**opt, "lr": 4.0e-3, "warmup_steps": 3}), cache=other)
+    # the killed run and its resumption train on the step other_lr_run compiled for another learning rate, warm-up
+    # and seed: host-side inputs (trainer.NOT_IN_GRAPH*), so the cached graph serves them
+    other = other_lr_run
     cut = write_config(micro_run, "cut", max_steps=8, save_every=2, optimizer=opt)
     proc = run_train(micro_run, cut, wait=False, cache=other)
     log = micro_run / "cut" / "train_log.jsonl"
