@@ -174,24 +174,24 @@ def test_sigterm_is_an_interrupt_and_every_clean_up_runs(tmp_path):
 
 
 @pytest.mark.slow
-def test_three_runs_into_one_folder_at_once_keep_three_videos(converted, image_path, tmp_path):
-    """Same image, same folder, started together: three videos, each sidecar naming its own existing files."""
+def test_two_runs_into_one_folder_at_once_keep_two_videos(converted, image_path, tmp_path):
+    """Same image, same folder, started together: two videos, each sidecar naming its own existing files."""
     out = tmp_path / "out"
     procs = [subprocess.Popen(CLI + ["--mode", "1", "--image", str(image_path), "--output_dir", str(out),
                                      "--SVD.config", str(converted[1]), "--SVD.num_frames", "2",
                                      "--SVD.sampling_steps", "1", "--seed", str(seed), "--gif"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for seed in (1, 2, 3)]
+             for seed in (1, 2)]
     errs = [p.communicate(timeout=600)[1] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0, 0], [e[-1500:] for e in errs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-1500:] for e in errs]
     sidecars = sorted(out.glob("*.json"))
-    assert len(sidecars) == 3 and len(list(out.glob("*.mp4"))) == 3 and len(list(out.glob("*.gif"))) == 3
+    assert len(sidecars) == 2 and len(list(out.glob("*.mp4"))) == 2 and len(list(out.glob("*.gif"))) == 2
     videos = set()
     for path in sidecars:
         side = json.loads(path.read_text())
         assert all(Path(p).is_file() for p in side["outputs"].values())
         videos.add(Path(side["outputs"]["mp4"]).read_bytes())
-    assert len(videos) == 3 and not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert len(videos) == 2 and not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 """The bundled demo model (assets/demo, trained by scripts/train_demo.sh): it learned (held-out denoising loss
 against the same networks at random init), README's first command works, and its videos start from the input
 image, move like the data, their objects keep shape and colour to the last frame, and the 32-frame ExVideo model
-does not drift out of the data's range, at 32 frames or, in temporal windows, at 64."""
+does not drift out of the data's range, at 32 frames or, in temporal windows, at 48."""
 import os
 import subprocess
 import sys
@@ -243,9 +243,10 @@ def test_demo_objects_keep_their_shape_and_colour_to_the_last_frame(object_video
     assert tracked == 5  # of the 6 objects of the 4 images, 5 are found in every frame of their own clip
 
 
-# issue 22: twice the demo ExVideo model's 32-row position table, 3 windows and 2 joins (128 frames, 7 windows, took
-# 157 s of CI's 20 minutes: README's 128-frame command is the same call with more windows)
-LONG_FRAMES = 64
+# issue 22: 1.5 times the demo ExVideo model's 32-row position table, 2 windows and their join (128 frames, 7 windows,
+# took 157 s of CI's 20 minutes, 64 frames in 3 windows 89 s: README's 128-frame command is the same call with more
+# windows)
+LONG_FRAMES = 48
 LONG_SEGMENT = 32  # motion is compared segment by segment, one table length each
 MAX_STEP_TO_MEDIAN = 2.0  # no seam where windows join: every frame-to-frame change within 2x the median (measured 1.61)
 
@@ -262,10 +263,11 @@ def heldout_long(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_extended_demo_makes_64_frames_in_windows_within_the_data_ranges(heldout_long, pipelines, caplog):
-    """Past its table: the 32-frame ExVideo model makes 64 frames from README's image in 3 temporal windows
+def test_extended_demo_makes_48_frames_in_windows_within_the_data_ranges(heldout_long, pipelines, caplog):
+    """Past its table: the 32-frame ExVideo model makes 48 frames from README's image in 2 temporal windows
     (chosen by itself). Every frame's drift from the first lies within the held-out clips' range at that frame,
-    the motion of every 32-frame segment within theirs, and no step where windows join is a jump."""
+    the motion of each 32-frame segment (the last one shorter) within theirs, and no step where windows join is a
+    jump."""
     import json
     import logging
 
@@ -278,7 +280,7 @@ def test_extended_demo_makes_64_frames_in_windows_within_the_data_ranges(heldout
     image = load_image(REPO / yaml.safe_load(I2V_CONFIG.read_text())["image"])
     with caplog.at_level(logging.INFO):
         frames = pipelines["extended"](image, num_frames=LONG_FRAMES, seed=0, progress=False)
-    assert "denoising 64 frames in 3 windows of 32 (stride 16)" in caplog.text
+    assert "denoising 48 frames in 2 windows of 32 (stride 16)" in caplog.text
     assert frames.shape == (LONG_FRAMES, 64, 64, 3)
     assert evaluation.psnr(frames[0], image) >= MIN_FIRST_FRAME_PSNR_DB
     data = evaluation.data_ranges(heldout_long, LONG_FRAMES)
