@@ -600,8 +600,9 @@ def test_an_output_dir_with_another_run_is_refused_unless_resumed_or_overwritten
     out = tmp_path / "run"
     cfg_path = write_config(micro_run, "again", output_dir=str(out), max_steps=1, save_every=1)
     args = ["--config", str(cfg_path), "--environment.mode", "1"]
-    assert train_in_process(args, capsys)[0] == 0
-    before = (out / "train_log.jsonl").read_text()
+    (out / "checkpoints" / "step-0000001").mkdir(parents=True)  # what a one-step run leaves (trainer.RUN_FILES)
+    before = json.dumps({"step": 1, "loss": 0.5}) + "\n"
+    (out / "train_log.jsonl").write_text(before)
     code, err = train_in_process(args, capsys)
     assert code == 2 and "holds another run" in err and "--train.resume auto" in err and "--train.overwrite" in err
     assert (out / "train_log.jsonl").read_text() == before and [p.name for p in (out / "checkpoints").iterdir()] == \
