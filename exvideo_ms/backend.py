@@ -13,10 +13,12 @@
 | graph jit level                | O0                | O0                | O0               | O0                    |
 | ZeRO-2 gradient reduce-scatter | ops.ReduceScatter | ops.ReduceScatter | ops.ReduceScatter | AllReduce + own slice |
 
-One choice is made per process rather than per network, and lives in ``exvideo_ms/allocator.py`` because it must
-be made before MindSpore is imported: the host memory allocator. image_to_video.py and train.py relaunch themselves
-with the jemalloc MindSpore's wheel ships (``EXVIDEO_MS_ALLOCATOR=system`` keeps glibc's); on every device the
-compiled graph's host objects then take about two thirds of glibc's memory (that module gives the figures).
+Two choices are made per process rather than per network. ``setup_device`` launches PyNative ops synchronously on
+the CPU (``CPU_PYNATIVE_LAUNCH_BLOCKING`` gives the reason). The other lives in ``exvideo_ms/allocator.py``
+because it must be made before MindSpore is imported: the host memory allocator. image_to_video.py and train.py
+relaunch themselves with the jemalloc MindSpore's wheel ships (``EXVIDEO_MS_ALLOCATOR=system`` keeps glibc's); on
+every device the compiled graph's host objects then take about two thirds of glibc's memory (that module gives the
+figures).
 
 A network is built for one ``Choices`` value, passed to its constructor (``build_model(cfg, choices=...)``);
 ``choices()`` is the process's own: that of the device ``setup_device`` selected, or the one ``use`` forces.
@@ -227,6 +229,15 @@ def emulate(device: str, chip: Optional[str] = None):
     return use(choices_for(device, chip))
 
 
+# PyNative on the CPU launches each op synchronously (mindspore.runtime.launch_blocking, the 2.8 spelling of
+# set_context(pynative_synchronize=True)): MindSpore's asynchronous launch pipeline has nothing to overlap on a CPU
+# and its threads spin. Measured (tiny test SVD, 8 frames, 4 steps, 2 cores): a PyNative pipeline call 23-28 s and
+# 46-56 CPU-seconds asynchronous, 5.5-7 s and 11-14 CPU-seconds synchronous, the same video; graph mode's steady
+# calls unchanged (2.5-2.7 s), but README's graph-mode command took 28 s warm with it against 20 s without, so
+# graph-mode processes keep the asynchronous launch. Devices keep it too (it overlaps host and device work there).
+CPU_PYNATIVE_LAUNCH_BLOCKING = True
+
+
 def setup_device(device_target: Optional[str] = None, mode: int = 1, device_id: Optional[int] = None) -> str:
     """Select device and execution mode (0 = graph, 1 = PyNative, as mindone's ``--mode``)."""
     if device_target is None:
@@ -244,6 +255,8 @@ def setup_device(device_target: Optional[str] = None, mode: int = 1, device_id: 
         device_id = int(os.environ.get("DEVICE_ID", "0"))
     if device_target == "CPU":
         ms.set_device("CPU")
+        if mode == 1 and CPU_PYNATIVE_LAUNCH_BLOCKING:
+            ms.runtime.launch_blocking()
         if ms.__version__.startswith(SLOW_CPU_CONV_VERSIONS):
             logger.warning("mindspore %s runs CPU Conv2D/Conv3d about 100-150x slower than 2.8.0 (measured); "
                            "install mindspore==2.8.0 for CPU work", ms.__version__)
