@@ -13,8 +13,8 @@
 | graph jit level                | O0                | O0                | O0               | O0                    |
 | ZeRO-2 gradient reduce-scatter | ops.ReduceScatter | ops.ReduceScatter | ops.ReduceScatter | AllReduce + own slice |
 
-Two choices are made per process rather than per network. ``setup_device`` launches PyNative ops synchronously on
-the CPU (``CPU_PYNATIVE_LAUNCH_BLOCKING`` gives the reason). The other lives in ``exvideo_ms/allocator.py``
+Two choices are made per process rather than per network. ``setup_device`` launches ops synchronously on the CPU
+(``CPU_LAUNCH_BLOCKING`` gives the reason). The other lives in ``exvideo_ms/allocator.py``
 because it must be made before MindSpore is imported: the host memory allocator. image_to_video.py and train.py
 relaunch themselves with the jemalloc MindSpore's wheel ships (``EXVIDEO_MS_ALLOCATOR=system`` keeps glibc's); on
 every device the compiled graph's host objects then take about two thirds of glibc's memory (that module gives the
@@ -229,13 +229,13 @@ def emulate(device: str, chip: Optional[str] = None):
     return use(choices_for(device, chip))
 
 
-# PyNative on the CPU launches each op synchronously (mindspore.runtime.launch_blocking, the 2.8 spelling of
+# The CPU launches each op synchronously (mindspore.runtime.launch_blocking, the 2.8 spelling of
 # set_context(pynative_synchronize=True)): MindSpore's asynchronous launch pipeline has nothing to overlap on a CPU
-# and its threads spin. Measured (tiny test SVD, 8 frames, 4 steps, 2 cores): a PyNative pipeline call 23-28 s and
-# 46-56 CPU-seconds asynchronous, 5.5-7 s and 11-14 CPU-seconds synchronous, the same video; graph mode's steady
-# calls unchanged (2.5-2.7 s), but README's graph-mode command took 28 s warm with it against 20 s without, so
-# graph-mode processes keep the asynchronous launch. Devices keep it too (it overlaps host and device work there).
-CPU_PYNATIVE_LAUNCH_BLOCKING = True
+# and its threads spin. Measured (2 cores): a PyNative call of the tiny test SVD (8 frames, 4 steps) 23-28 s and
+# 46-56 CPU-seconds asynchronous, 5.5-7 s and 11-14 CPU-seconds synchronous, the same video; graph mode the same
+# either way (README's command, three runs each: cold 38.7 vs 42.0 s, warm 21.1-22.3 vs 19.9-22.4 s, the same
+# video). Devices keep the asynchronous launch (it overlaps host and device work there).
+CPU_LAUNCH_BLOCKING = True
 
 
 def setup_device(device_target: Optional[str] = None, mode: int = 1, device_id: Optional[int] = None) -> str:
@@ -255,7 +255,7 @@ def setup_device(device_target: Optional[str] = None, mode: int = 1, device_id: 
         device_id = int(os.environ.get("DEVICE_ID", "0"))
     if device_target == "CPU":
         ms.set_device("CPU")
-        if mode == 1 and CPU_PYNATIVE_LAUNCH_BLOCKING:
+        if CPU_LAUNCH_BLOCKING:
             ms.runtime.launch_blocking()
         if ms.__version__.startswith(SLOW_CPU_CONV_VERSIONS):
             logger.warning("mindspore %s runs CPU Conv2D/Conv3d about 100-150x slower than 2.8.0 (measured); "

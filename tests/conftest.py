@@ -20,10 +20,9 @@ def pytest_configure(config):
     # Measured on tests/test_temporal_windows.py: alone 38 s with 1 thread, 43 s with 2 or 25; two copies at
     # once 78 s with 1 thread, 107-113 s with 2 or 25
     ms.device_context.cpu.op_tuning.threads_num(1)
-    # PyNative ops launched synchronously, as backend.setup_device does for PyNative CPU processes (its
-    # CPU_PYNATIVE_LAUNCH_BLOCKING gives the figures: a PyNative pipeline call 4x faster). The test processes switch
-    # between both modes, and graph mode's calls in one process measured the same either way (2.5-2.7 s)
-    if backend.CPU_PYNATIVE_LAUNCH_BLOCKING:
+    # ops launched synchronously, as backend.setup_device does on the CPU (its CPU_LAUNCH_BLOCKING gives the figures:
+    # a PyNative pipeline call 4x faster, graph mode unchanged)
+    if backend.CPU_LAUNCH_BLOCKING:
         ms.runtime.launch_blocking()
     ms.set_context(mode=ms.PYNATIVE_MODE)
     logging.getLogger("mindspore").setLevel(logging.ERROR)
