@@ -195,7 +195,7 @@ def object_videos(heldout, readme_run, pipelines):
 @pytest.mark.slow
 def test_base_demo_video_moves_like_the_data(object_videos, heldout):
     """The 8-frame base model, from another held-out image: its first frame matches the image, and motion is
-    within the held-out range. Graph mode, as README's command (half the time of PyNative here)."""
+    within the held-out range. Graph mode, as README's command."""
     from exvideo_ms import evaluation
     image, video = object_videos["base"][1][:2]
     assert video.shape == (8, 64, 64, 3)
