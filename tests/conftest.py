@@ -14,17 +14,14 @@ from tests import references  # noqa: E402
 
 
 def pytest_configure(config):
-    ms.set_device("CPU")
+    # the CPU and PyNative as every CPU process of the package sets them up (ops launched synchronously: the
+    # reason at backend.CPU_LAUNCH_BLOCKING)
+    backend.setup_device("CPU", mode=1)
     # one CPU kernel thread per test process (MindSpore's default is 25, op_tuning.threads_num's docstring): the
     # tiny test models gain nothing from more, and two workers' 50 threads on 2 cores lose to oversubscription.
     # Measured on tests/test_temporal_windows.py: alone 38 s with 1 thread, 43 s with 2 or 25; two copies at
     # once 78 s with 1 thread, 107-113 s with 2 or 25
     ms.device_context.cpu.op_tuning.threads_num(1)
-    # ops launched synchronously, as backend.setup_device does on the CPU (its CPU_LAUNCH_BLOCKING gives the figures:
-    # a PyNative pipeline call 4x faster, graph mode unchanged)
-    if backend.CPU_LAUNCH_BLOCKING:
-        ms.runtime.launch_blocking()
-    ms.set_context(mode=ms.PYNATIVE_MODE)
     logging.getLogger("mindspore").setLevel(logging.ERROR)
 
 

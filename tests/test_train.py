@@ -730,7 +730,7 @@ def test_lora_mode_trains_its_branches_and_its_file_reproduces_the_trained_netwo
     opts = {"rank": 2, "alpha": 3.0, "targets": ["temporal_attention", "feed_forward"]}
     cfg_path = write_config(micro_run, "lora", mode="lora", max_steps=2, save_every=1, lora=opts,
                             ema={"enable": True, "decay": 0.5}, output_dir=str(tmp_path / "run"),
-                            optimizer={"eps": 1.0e-3})  # ε as the kill/resume test: no amplified rounding noise
+                            optimizer={"eps": EPS_ACROSS_PROCESSES})
     code, err = train_in_process(["--config", str(cfg_path), "--environment.mode", "1"], capsys)
     assert code == 0, err[-3000:]
     step = tmp_path / "run" / "checkpoints" / "step-0000002"
