@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exvideo_ms.train.zero import Layout
+from exvideo_ms.train.zero import GradientSync, Layout
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
@@ -39,6 +39,26 @@ def test_stage_zero_holds_whole_tensors_and_bad_layouts_are_named():
         Layout(3, 0, 2)
     with pytest.raises(ValueError, match="rank 2 outside a world of 2"):
         Layout(1, 2, 2)
+
+
+def test_overflow_flag_matches_an_element_wise_check():
+    """GradientSync.all_finite sums each gradient instead of testing each element: the same verdict as NumPy's
+    element-wise test for inf, -inf and NaN anywhere (+inf and -inf in different tensors sum to NaN), and
+    conservative when finite gradients sum past float32's range."""
+    import mindspore as ms
+    g = np.random.default_rng(0)
+    grads = [g.standard_normal(s).astype(np.float32) * 1e30 for s in ((3, 4), (7,), (2, 2, 5))]
+    sync = GradientSync(Layout())
+    cases = {"finite": {}, "+inf": {0: (1, 2, np.inf)}, "-inf": {2: (1, 1, 4, -np.inf)}, "nan": {1: (6, np.nan)},
+             "+inf and -inf": {0: (0, 0, np.inf), 1: (3, -np.inf)}}
+    for name, bad in cases.items():
+        tensors = [x.copy() for x in grads]
+        for i, (*index, value) in bad.items():
+            tensors[i][tuple(index)] = value
+        expected = all(np.isfinite(x).all() for x in tensors)
+        assert bool(sync.all_finite(tuple(ms.Tensor(x) for x in tensors)).asnumpy()) == expected, name
+    huge = tuple(ms.Tensor(np.full((2,), 3e38, np.float32)) for _ in range(2))
+    assert not bool(sync.all_finite(huge).asnumpy())  # every element finite, the sum is not: skipped as overflow
 
 
 def _single(out: Path, *extra) -> None:

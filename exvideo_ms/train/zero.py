@@ -80,7 +80,7 @@ class Layout:
 # ----------------------------------------------------------------------------------- graph functions
 _mean_all = ops.MultitypeFuncGraph("zero_mean_all")
 _scatter_mean = ops.MultitypeFuncGraph("zero_scatter_mean")
-_nonfinite = ops.MultitypeFuncGraph("zero_nonfinite")
+_element_sum = ops.MultitypeFuncGraph("zero_element_sum")
 _square_sum = ops.MultitypeFuncGraph("zero_square_sum")
 
 
@@ -111,9 +111,9 @@ def _reduce_scatter_mean(collective, world, rank, native, g):
     return own_slice(world, rank, collective(g)) / world  # AllReduce, then this rank's slice
 
 
-@_nonfinite.register("Tensor")
-def _count_nonfinite(g):
-    return ops.logical_not(ops.isfinite(g)).astype(ms.float32).sum()
+@_element_sum.register("Tensor")
+def _sum_elements(g):
+    return g.astype(ms.float32).sum()
 
 
 @_square_sum.register("Tensor")
@@ -159,11 +159,16 @@ class GradientSync(nn.Cell):
         return self.allreduce(x) / self.world
 
     def all_finite(self, grads):
-        """True when no rank holds a non-finite gradient element (one flag for every rank)."""
-        bad = ops.stack(self.hyper_map(_nonfinite, grads)).sum()
+        """True when no rank holds a non-finite gradient element (one flag for every rank).
+
+        One reduction per gradient: the sum of all elements is inf or NaN when any element is, and it reads each
+        gradient once without the boolean and float copies an element-wise test makes. The test is conservative:
+        finite gradients whose sum passes float32's range count as an overflow too (the step is skipped and the
+        loss scale lowered, as for any overflow)."""
+        total = ops.stack(self.hyper_map(_element_sum, grads)).sum()
         if self.scatter:  # whole mean gradients (stages 0, 1) are the same on every rank already
-            bad = self.allreduce(bad)
-        return bad == 0
+            total = self.allreduce(total)
+        return ops.isfinite(total)
 
     def norm(self, grads):
         """The global L2 norm of the whole mean gradient."""
