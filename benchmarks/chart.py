@@ -65,17 +65,23 @@ ISSUE_23 = (("train", "time_ratio", "train step time ÷ PyTorch's, exvideo mode"
             ("pipeline", "time_ratio", "tiny pipeline steady call ÷ PyTorch's", 2.3, 1.5))
 
 
+def _target_row(label: str, old, new, target: float, *extra: str) -> str:
+    """One row of a targets table: label, the figure it started from, the newest, the target, met or not, and
+    ``extra`` cells (each "–" when nothing is measured)."""
+    if new is None:
+        cells = (label, "–" if old is None else old, "not measured", f"≤ {target}", "–", *("–" for _ in extra))
+    else:
+        cells = (label, "–" if old is None else old, round(new, 2), f"≤ {target}", "yes" if new <= target else "no",
+                 *extra)
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
 def issue_23_summary(after: dict) -> str:
     """Issue 23's targets: the figure each started from, the newest in docs/benchmarks.json, and when it was
     measured (written between the ISSUE_23_SUMMARY markers of docs/benchmarks.md)."""
     rows = ["| target | before | newest | target | met | measured |", "|---|---|---|---|---|---|"]
     for name, metric, label, old, target in ISSUE_23:
-        new = after.get(name, {}).get(metric)
-        if new is None:
-            rows.append(f"| {label} | {old} | not measured | ≤ {target} | – | – |")
-            continue
-        rows.append(f"| {label} | {old} | {round(new, 2)} | ≤ {target} | {'yes' if new <= target else 'no'} | "
-                    f"{after[name]['date']} |")
+        rows.append(_target_row(label, old, after.get(name, {}).get(metric), target, after.get(name, {}).get("date")))
     return "\n".join(rows)
 
 
@@ -83,14 +89,7 @@ def summary(before: dict, after: dict) -> str:
     """The before/after table of every target, as written between the SUMMARY markers of docs/benchmarks.md."""
     rows = ["| target | first measured | newest | target | met |", "|---|---|---|---|---|"]
     for b, m, label, target in BARS:
-        new = after.get(b, {}).get(m)
-        old = before.get(b, {}).get(m)
-        label = label.replace("\n", " ")
-        if new is None:
-            rows.append(f"| {label} | – | not measured | ≤ {target} | – |")
-            continue
-        rows.append(f"| {label} | {old if old is not None else '–'} | {round(new, 2)} | ≤ {target} | "
-                    f"{'yes' if new <= target else 'no'} |")
+        rows.append(_target_row(label.replace("\n", " "), before.get(b, {}).get(m), after.get(b, {}).get(m), target))
     return "\n".join(rows)
 
 
