@@ -234,7 +234,8 @@ def emulate(device: str, chip: Optional[str] = None):
 # and its threads spin. Measured (2 cores): a PyNative call of the tiny test SVD (8 frames, 4 steps) 23-28 s and
 # 46-56 CPU-seconds asynchronous, 5.5-7 s and 11-14 CPU-seconds synchronous, the same video; graph mode the same
 # either way (README's command, three runs each: cold 38.7 vs 42.0 s, warm 21.1-22.3 vs 19.9-22.4 s, the same
-# video). Devices keep the asynchronous launch (it overlaps host and device work there).
+# video; bench_train's mid-size exvideo step, one run each: 9.89 vs 10.18 s). Devices keep the asynchronous launch
+# (it overlaps host and device work there).
 CPU_LAUNCH_BLOCKING = True
 
 
