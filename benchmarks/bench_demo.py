@@ -29,16 +29,15 @@ def run(output_dir: Path, *extra: str) -> dict:
     """One run of README's command in a fresh process (it relaunches itself with jemalloc, as for users);
     wall time, peak RSS (of the process, across its relaunch) and its sidecar's phases."""
     cmd = [sys.executable, *COMMAND, "--output_dir", str(output_dir), *extra]
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=worker_env("system"), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    stderr = proc.stderr.read()
-    proc.stderr.close()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{stderr[-4000:]}")
+    with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: nothing is read until the process ends
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=REPO, env=worker_env("system"), stdout=subprocess.DEVNULL, stderr=log)
+        _, status, usage = os.wait4(proc.pid, 0)  # the process's own peak RSS, which Popen.wait does not give
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            log.seek(0)
+            raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{log.read()[-4000:]}")
     sidecars = list(output_dir.glob("*.json"))
     if len(sidecars) != 1:
         raise RuntimeError(f"{' '.join(cmd)} left {len(sidecars)} sidecars in {output_dir}, expected 1")
