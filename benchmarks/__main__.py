@@ -1,6 +1,6 @@
 """Every benchmark in one command, MindSpore and PyTorch side by side, then the chart:
 
-    python -m benchmarks [--only unet pipeline long_video train norm geglu allocator]
+    python -m benchmarks [--only pipeline demo unet long_video train norm geglu allocator]
 
 Each bench appends its table to docs/benchmarks.md and its ratios to docs/benchmarks.json; the chart
 (docs/benchmarks.png) and the summary table are drawn from the latter. The whole run takes about an hour
@@ -13,7 +13,7 @@ import sys
 from benchmarks import chart
 from benchmarks.common import REPO
 
-BENCHES = ("pipeline", "unet", "long_video", "train", "norm", "geglu", "allocator")  # benchmarks.bench_<name>, each with its default sizes
+BENCHES = ("pipeline", "demo", "unet", "long_video", "train", "norm", "geglu", "allocator")  # benchmarks.bench_<name>, each with its default sizes
 
 
 def main():
