@@ -13,7 +13,8 @@ import sys
 from benchmarks import chart
 from benchmarks.common import REPO
 
-BENCHES = ("pipeline", "demo", "unet", "long_video", "train", "norm", "geglu", "allocator")  # benchmarks.bench_<name>, each with its default sizes
+# benchmarks.bench_<name>, each with its default sizes
+BENCHES = ("pipeline", "demo", "unet", "long_video", "train", "norm", "geglu", "allocator")
 
 
 def main():
