@@ -34,10 +34,10 @@ def run(output_dir: Path, *extra: str) -> dict:
         proc = subprocess.Popen(cmd, cwd=REPO, env=worker_env("system"), stdout=subprocess.DEVNULL, stderr=log)
         _, status, usage = os.wait4(proc.pid, 0)  # the process's own peak RSS, which Popen.wait does not give
         wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
+        proc.returncode = code = os.waitstatus_to_exitcode(status)  # reaped by wait4: Popen must know it ended
+        if code != 0:
             log.seek(0)
-            raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{log.read()[-4000:]}")
+            raise RuntimeError(f"{' '.join(cmd)} failed ({code}):\n{log.read()[-4000:]}")
     sidecars = list(output_dir.glob("*.json"))
     if len(sidecars) != 1:
         raise RuntimeError(f"{' '.join(cmd)} left {len(sidecars)} sidecars in {output_dir}, expected 1")

@@ -487,9 +487,8 @@ def test_kill_and_resume_continue_exactly(micro_run, other_lr_run):
     assert re.search(r"compile cache \S+ \(reused\)", r.stderr) and len(list(own_cache.iterdir())) == 1, r.stderr
     # the killed run and its resumption train on the step other_lr_run compiled for another learning rate, warm-up
     # and seed: host-side inputs (trainer.NOT_IN_GRAPH*), so the cached graph serves them
-    other = other_lr_run
     cut = write_config(micro_run, "cut", max_steps=8, save_every=2, optimizer=opt)
-    proc = run_train(micro_run, cut, wait=False, cache=other)
+    proc = run_train(micro_run, cut, wait=False, cache=other_lr_run)
     log = micro_run / "cut" / "train_log.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -505,10 +504,10 @@ def test_kill_and_resume_continue_exactly(micro_run, other_lr_run):
     broken.mkdir(exist_ok=True)
     (broken / "trainable.ckpt").write_bytes(b"\x0a\x05partial")
     assert re.search(r"compile cache \S+ \(reused\)", proc.stderr.read()), "the killed run compiled its own step"
-    r = run_train(micro_run, cut, "--train.resume", "auto", cache=other)
+    r = run_train(micro_run, cut, "--train.resume", "auto", cache=other_lr_run)
     assert "resumed from" in r.stderr and "step-0000004" in r.stderr
     assert re.search(r"compile cache \S+ \(reused\)", r.stderr), r.stderr[-2000:]
-    assert len(list(other.iterdir())) == 1  # one compiled step served all three
+    assert len(list(other_lr_run.iterdir())) == 1  # one compiled step served all three
     a, b = final_weights(micro_run / "whole"), final_weights(micro_run / "cut")
     assert max(float(np.abs(a[k] - b[k]).max()) for k in a) <= 1e-6
     opt_a = dict(iter_checkpoint(sorted((micro_run / "whole" / "checkpoints").glob("step-*"))[-1] / "optimizer.ckpt"))
