@@ -78,11 +78,13 @@ def draw(canvas: np.ndarray, o: dict, r: float, value, antialiased: bool) -> Non
 
 
 def render_clip(rng: np.random.Generator, frames: int, size: int, motion: str = "mixed",
-                radius: tuple = OBJECT_RADIUS):
+                radius: tuple = OBJECT_RADIUS, drift: float = 1.0, pans: bool = True):
     """(T, size, size, 3) uint8 RGB frames, (T, size, size) uint8 object labels, (K, 3) uint8 object colours.
     ``motion`` "orbit": no pan, every object circles the frame centre at one angular speed per clip (turning and
     pulsing as in "mixed"), instead of drifting and bouncing. ``radius``: the range of the objects' radii, fractions
-    of ``size`` (the same random draws for any range, so only the sizes and what follows from them change)."""
+    of ``size`` (the same random draws for any range, so only the sizes and what follows from them change).
+    ``drift`` scales every object's drift velocity (0: objects turn and pulse in place) and ``pans=False`` keeps the
+    camera still, again with the same random draws, so a clip's first frame does not change (mixed kind only)."""
     pad = size // 2
     bg = background(rng, size, pad)
     pan = rng.uniform(-1.2, 1.2, 2) if rng.random() < 0.4 else np.zeros(2)
@@ -93,6 +95,9 @@ def render_clip(rng: np.random.Generator, frames: int, size: int, motion: str = 
                             spin=rng.uniform(-0.25, 0.25), rot=rng.uniform(0, 2 * math.pi),
                             pulse=rng.uniform(0, 0.3), phase=rng.uniform(0, 2 * math.pi),
                             color=tuple(int(c) for c in rng.integers(20, 255, 3))))
+        objects[-1]["vel"] *= drift
+    if not pans:
+        pan[:] = 0.0
     if motion == "orbit":  # drawn after the mixed kind's numbers, which stay as they were
         pan[:] = 0.0
         speed = rng.uniform(*ORBIT_SPEED) * rng.choice([-1.0, 1.0])
@@ -121,7 +126,8 @@ def render_clip(rng: np.random.Generator, frames: int, size: int, motion: str = 
 
 
 def write_split(root: Path, rng: np.random.Generator, clips: int, frames: int, size: int, fps: float,
-                with_csv: bool, with_folders: bool, motion: str = "mixed", radius: tuple = OBJECT_RADIUS) -> list:
+                with_csv: bool, with_folders: bool, motion: str = "mixed", radius: tuple = OBJECT_RADIUS,
+                drift: float = 1.0, pans: bool = True) -> list:
     from exvideo_ms.data.motion import motion_bucket
     from exvideo_ms.models.conditioner import to_model_range
     from exvideo_ms.media import write_mp4
@@ -129,7 +135,7 @@ def write_split(root: Path, rng: np.random.Generator, clips: int, frames: int, s
     (root / "masks").mkdir(parents=True, exist_ok=True)
     entries, rows = [], []
     for i in range(clips):
-        video, labels, colors = render_clip(rng, frames, size, motion, radius)
+        video, labels, colors = render_clip(rng, frames, size, motion, radius, drift, pans)
         rel = f"videos/clip_{i:05d}.mp4"
         write_mp4(video, root / rel, fps)
         np.savez_compressed(root / "masks" / f"clip_{i:05d}.npz", labels=labels, colors=colors)
@@ -166,7 +172,15 @@ def main(argv=None) -> int:
     p.add_argument("--object-radius", type=float, nargs=2, default=OBJECT_RADIUS, metavar=("MIN", "MAX"),
                    help="range of the objects' radii as fractions of the frame side (default %(default)s; a star or "
                         "triangle covers about 1.3 r^2, a circle 3.1 r^2)")
+    p.add_argument("--drift", type=float, default=1.0, metavar="SCALE",
+                   help="mixed kind: scale every object's drift velocity (default 1: up to 2.5 px per frame per axis "
+                        "at 64 px; 0: objects turn and pulse in place); the clips' first frames do not change")
+    p.add_argument("--no-pan", action="store_true", help="mixed kind: no camera pans (by default 40%% of clips pan)")
     a = p.parse_args(argv)
+    if not a.drift >= 0:
+        p.error(f"--drift {a.drift}: expected SCALE >= 0 (a multiple of the mixed kind's drift)")
+    if a.motion != "mixed" and (a.drift != 1 or a.no_pan):
+        p.error(f"--drift and --no-pan change the mixed kind's motion; --motion {a.motion} has its own")
     lo, hi = a.object_radius
     if not 0 < lo <= hi <= 0.5:
         p.error(f"--object-radius {lo} {hi}: expected 0 < MIN <= MAX <= 0.5 (fractions of the frame side)")
@@ -174,7 +188,7 @@ def main(argv=None) -> int:
     for split, n, stream in (("train", a.clips, 0), ("heldout", a.heldout, 1)):
         if n > 0:
             write_split(out / split, np.random.default_rng([a.seed, stream]), n, a.frames, a.size, a.fps, a.csv,
-                        a.frame_folders, a.motion, (lo, hi))
+                        a.frame_folders, a.motion, (lo, hi), a.drift, not a.no_pan)
     print(f"wrote {a.clips} training and {a.heldout} held-out clips of {a.frames} frames at {a.size}x{a.size} to {out}")
     return 0
 

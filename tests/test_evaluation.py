@@ -92,6 +92,44 @@ def test_object_radius_scales_the_objects_and_keeps_every_other_draw(tmp_path):
     assert not (tmp_path / "d").exists()
 
 
+def _centroids(labels, k):
+    ys, xs = zip(*[np.nonzero(frame == k) for frame in labels])
+    return np.array([[x.mean(), y.mean()] for x, y in zip(xs, ys)])
+
+
+def test_drift_and_no_pan_slow_the_objects_and_keep_every_other_draw(tmp_path):
+    """--drift SCALE --no-pan: the same seed gives the same first frame (image and labels) and colours; with drift 0
+    an object alone in its clip stays where it is (its label centroid within 1 px of frame 0's: it only turns and
+    pulses) while the default moves it further; with drift 0.25 it moves a quarter as far per frame until it first
+    bounces. A negative scale, or either option with --motion orbit, is refused before anything is written."""
+    import subprocess
+    import sys
+    script = _dataset_script()
+    checked = 0
+    for seed in range(6):
+        moving = script.render_clip(np.random.default_rng([3, seed]), 12, 64)
+        still = script.render_clip(np.random.default_rng([3, seed]), 12, 64, drift=0.0, pans=False)
+        slow = script.render_clip(np.random.default_rng([3, seed]), 12, 64, drift=0.25, pans=False)
+        for other in (still, slow):
+            assert np.array_equal(moving[0][0], other[0][0]) and np.array_equal(moving[1][0], other[1][0])
+            assert np.array_equal(moving[2], other[2])
+        if len(moving[2]) != 1:
+            continue  # one object alone: nothing covers it, so its label centroid is its position
+        c_moving, c_still, c_slow = (_centroids(v[1], 1) for v in (moving, still, slow))
+        assert np.abs(c_still - c_still[0]).max() <= 1.0, (seed, c_still)
+        assert np.abs(c_moving - c_moving[0]).max() > 4.0, (seed, c_moving)
+        step_moving, step_slow = c_moving[1] - c_moving[0], c_slow[1] - c_slow[0]
+        np.testing.assert_allclose(step_slow, step_moving / 4, atol=0.5)
+        checked += 1
+    assert checked == 3, checked  # seeds 0, 2 and 3 have one object
+    for args, message in ((["--drift", "-0.5"], "--drift -0.5: expected SCALE >= 0"),
+                          (["--motion", "orbit", "--no-pan"], "--drift and --no-pan change the mixed kind's motion")):
+        r = subprocess.run([sys.executable, str(REPO / "scripts" / "make_synthetic_dataset.py"), "--output",
+                            str(tmp_path / "d")] + args, capture_output=True, text=True)
+        assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
+        assert not (tmp_path / "d").exists()
+
+
 def _moving_disc(frames=6, colour=(220, 40, 40), vanish_at=None, recolour_at=None):
     import cv2
     yy, xx = np.mgrid[0:48, 0:48]
