@@ -96,10 +96,9 @@ def render_clip(rng: np.random.Generator, frames: int, size: int, motion: str = 
                             pulse=rng.uniform(0, 0.3), phase=rng.uniform(0, 2 * math.pi),
                             color=tuple(int(c) for c in rng.integers(20, 255, 3))))
         objects[-1]["vel"] *= drift
-    if not pans:
+    if not pans or motion == "orbit":
         pan[:] = 0.0
     if motion == "orbit":  # drawn after the mixed kind's numbers, which stay as they were
-        pan[:] = 0.0
         speed = rng.uniform(*ORBIT_SPEED) * rng.choice([-1.0, 1.0])
         for o in objects:
             o["orbit"] = (rng.uniform(*ORBIT_RADIUS) * size, rng.uniform(0, 2 * math.pi), speed)

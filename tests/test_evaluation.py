@@ -34,6 +34,11 @@ def test_label_maps_mark_exactly_the_drawn_objects():
     assert total > 0 and exact >= 0.99 * total
 
 
+def _centroids(labels, k):
+    """(T, 2) x, y of object k's label pixels in every frame."""
+    return np.array([np.argwhere(lab == k).mean(0)[::-1] for lab in labels])
+
+
 def test_orbit_motion_circles_the_frame_centre_at_one_speed():
     """--motion orbit: every uncovered object's label centroid keeps its distance from the frame centre (within
     2 pixels: rasterisation and pulsing) and all turn by the clip's one angle per frame; the mixed kind's clips are the
@@ -53,7 +58,7 @@ def test_orbit_motion_circles_the_frame_centre_at_one_speed():
                 return (lab == k).any() and not np.any((lab[near] != k) & (lab[near] != 0))
             if not all(whole(lab) for lab in labels):
                 continue  # covered in some frame (orbiting together, objects keep their relative places)
-            pts = np.array([np.argwhere(lab == k).mean(0)[::-1] - 31.5 for lab in labels])
+            pts = _centroids(labels, k) - 31.5
             r = np.hypot(*pts.T)
             assert r.max() - r.min() < 2.0, (seed, k, r)
             angle = np.unwrap(np.arctan2(pts[:, 1], pts[:, 0]))
@@ -90,11 +95,6 @@ def test_object_radius_scales_the_objects_and_keeps_every_other_draw(tmp_path):
                         str(tmp_path / "d"), "--object-radius", "0.3", "0.2"], capture_output=True, text=True)
     assert r.returncode == 2 and "--object-radius 0.3 0.2: expected 0 < MIN <= MAX <= 0.5" in r.stderr, r.stderr
     assert not (tmp_path / "d").exists()
-
-
-def _centroids(labels, k):
-    ys, xs = zip(*[np.nonzero(frame == k) for frame in labels])
-    return np.array([[x.mean(), y.mean()] for x, y in zip(xs, ys)])
 
 
 def test_drift_and_no_pan_slow_the_objects_and_keep_every_other_draw(tmp_path):
