@@ -5,14 +5,14 @@
     python scripts/bundle_demo.py lora --run outputs/demo_run --assets assets/demo
 
 ``bundle`` writes the demo into ``assets/`` (fp16 weights: base.ckpt = VAE + image encoder + 8-frame UNet,
-exvideo.ckpt = the EMA-averaged ExVideo blocks of the 32-frame model; both YAML configs; held-out first
-frames; loss curves) and measures it for MODEL_CARD.md: held-out denoising loss against the same networks at
-random initialisation, and the first-frame PSNR, motion and drift of generated videos against the ranges of
-the held-out clips, and every object of each held-out image (issue 19: its region's PSNR in frame 0, its colour
-and presence through the video, against the held-out clips' own ranges; and evaluation.object_survey over the
-objects of every held-out clip), with README's picture (``demo_strip.png``:
-the input and frames of README's first command). ``lora`` adds the orbit LoRA (issue 20) to a bundle: the file, an orbit held-out first frame,
-and its held-out loss with and without it.
+exvideo.ckpt = the EMA-averaged ExVideo blocks of the 32-frame model; both YAML configs; held-out first frames; loss
+curves) and measures it for MODEL_CARD.md: held-out denoising loss against the same networks at random
+initialisation, and the first-frame PSNR, motion and drift of generated videos against the ranges of the held-out
+clips (each model against its own training data's: DATA_DIRS), and every object of each held-out image (issue 19:
+its region's PSNR in frame 0, its colour and presence through the video, against the held-out clips' own ranges; and
+evaluation.object_survey over the objects of every held-out clip), with README's picture (``demo_strip.png``: the
+input and frames of README's first command). ``lora`` adds the orbit LoRA (issue 20) to a bundle: the file, an orbit
+held-out first frame, and its held-out loss with and without it.
 """
 from __future__ import annotations
 
@@ -36,6 +36,9 @@ HELDOUT_CLIPS = 8  # held-out clips of the loss measurement
 STRIP = "demo_strip.png"  # README's picture: the input and frames of README's first command, side by side
 STRIP_FRAMES = (0, 8, 16, 24, 31)
 STRIP_GAP, STRIP_SCALE = 4, 2  # white pixels between tiles; nearest-neighbour enlargement
+# each model's clips in train_demo.sh's run folder (train/, heldout/, generator.json); both made with seed 0, so the
+# held-out first frames and their objects are the same, and the bundled images serve both models
+DATA_DIRS = {"base": "data", "exvideo": "exvideo_data"}
 
 
 def exvideo_config(base_config: str, output: str) -> None:
@@ -78,16 +81,16 @@ def measure(run: Path, assets: Path) -> dict:
     from exvideo_ms.models.svd import build_model
     from exvideo_ms.pipeline import SVDPipeline
     backend.setup_device("CPU", mode=0)
-    clip_paths = {Path(item["path"]).stem: item["path"]
-                  for item in json.loads((run / "data" / "heldout" / "metadata.json").read_text())}
     out = {}
     for kind, cfg_file, ckpts in (("base", "demo-base.yaml", ["base.ckpt"]),
                                   ("exvideo", "demo-exvideo.yaml", ["base.ckpt", "exvideo.ckpt"])):
+        heldout = run / DATA_DIRS[kind] / "heldout"
+        clip_paths = {Path(item["path"]).stem: item["path"]
+                      for item in json.loads((heldout / "metadata.json").read_text())}
         cfg = load_config(assets / cfg_file)
         model = _load_model(cfg, [assets / c for c in ckpts])
         frames = cfg.sampling.num_frames
-        lat, emb = evaluation.heldout_conditioning(model, cfg, run / "data" / "heldout", frames, HELDOUT_CLIPS,
-                                                   cfg.sampling.height)
+        lat, emb = evaluation.heldout_conditioning(model, cfg, heldout, frames, HELDOUT_CLIPS, cfg.sampling.height)
         trained = evaluation.denoising_loss(model.unet, cfg.conditioning.addition_time_embed_dim, lat, emb,
                                             cfg.sampling.fps, cfg.sampling.motion_bucket_id, cfg.vae.encode_scale)
         ms.set_seed(123)
@@ -101,8 +104,8 @@ def measure(run: Path, assets: Path) -> dict:
             from exvideo_ms.media import load_image
             first = load_image(img)
             vae_only = vae_reconstruction(model.vae, first, cfg.sampling.decode_window or frames)
-            labels = np.load(run / "data" / "heldout" / "masks" / (img.stem + ".npz"))["labels"][0]
-            clip = read_video(run / "data" / "heldout" / clip_paths[img.stem], count=frames)
+            labels = np.load(heldout / "masks" / (img.stem + ".npz"))["labels"][0]
+            clip = read_video(heldout / clip_paths[img.stem], count=frames)
             videos.append({"image": img.name, "first_frame_psnr_db": round(evaluation.psnr(video[0], first), 2),
                            "vae_only_psnr_db": round(evaluation.psnr(vae_only, first), 2),
                            "motion": round(evaluation.motion(video), 2),
@@ -113,9 +116,9 @@ def measure(run: Path, assets: Path) -> dict:
                 write_strip(first, video, assets / STRIP)
         out[kind] = {"frames": frames, "heldout_denoising_loss": round(trained, 5),
                      "random_init_denoising_loss": round(random, 5), "ratio": round(trained / random, 4),
-                     "videos": videos, "data": evaluation.data_ranges(run / "data" / "heldout", frames),
-                     "data_objects": evaluation.object_ranges(run / "data" / "heldout", frames),
-                     "survey": evaluation.object_survey(run / "data" / "heldout", frames,
+                     "videos": videos, "data": evaluation.data_ranges(heldout, frames),
+                     "data_objects": evaluation.object_ranges(heldout, frames),
+                     "survey": evaluation.object_survey(heldout, frames,
                                                         lambda first: pipe(first, seed=DEMO_SEED, progress=False))}
     return out
 
@@ -158,6 +161,10 @@ def write_strip(image: np.ndarray, video: np.ndarray, path: Path) -> None:
 def bundle(run: Path, assets: Path) -> None:
     from exvideo_ms.checkpoint import CheckpointError, iter_checkpoint, save_checkpoint
     from exvideo_ms.train.checkpoint import step_dirs
+    for kind, folder in DATA_DIRS.items():
+        if not (run / folder / "heldout" / "metadata.json").is_file():
+            raise FileNotFoundError(f"{run / folder / 'heldout' / 'metadata.json'} missing: the {kind} model's clips, "
+                                    f"made by train_demo.sh's {folder} stage")
     assets.mkdir(parents=True, exist_ok=True)
     base_unet = step_dirs(run / "base" / "checkpoints")[-1] / "trainable.ckpt"
     ex_dir = step_dirs(run / "exvideo" / "checkpoints")[-1]
@@ -381,6 +388,18 @@ def _targets(b: dict, e: dict, vae: dict) -> str:
     return "\n".join(rows)
 
 
+def _motion_options(data: Path) -> str:
+    """What a dataset's make_synthetic_dataset.py options (its generator.json) did to the motion, for the card."""
+    path = data / "generator.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} missing: make_synthetic_dataset.py writes it with the clips")
+    g = json.loads(path.read_text())
+    what = ("objects turn and pulse in place" if g["drift"] == 0 else
+            f"objects drift at {g['drift']:g}× the data's speed")
+    return (f"`--drift {g['drift']:g}{' --no-pan' if g['no_pan'] else ''}`: {what}, "
+            f"{'no camera pans' if g['no_pan'] else 'some clips with a camera pan'}")
+
+
 def write_card(run: Path, assets: Path, figures: dict) -> None:
     from exvideo_ms import evaluation
     times = json.loads((run / "stage_seconds.json").read_text())
@@ -389,6 +408,8 @@ def write_card(run: Path, assets: Path, figures: dict) -> None:
     ex_state = json.loads((sorted((run / "exvideo" / "checkpoints").glob("step-*"))[-1] / "state.json").read_text())
     data_meta = json.loads((run / "data" / "train" / "metadata.json").read_text())
     heldout_meta = json.loads((run / "data" / "heldout" / "metadata.json").read_text())
+    ex_data = run / DATA_DIRS["exvideo"]
+    ex_counts = [len(json.loads((ex_data / split / "metadata.json").read_text())) for split in ("train", "heldout")]
     from exvideo_ms.media import video_info
     clip = video_info(run / "data" / "train" / data_meta[0]["path"])
     total_min = sum(times.values()) / 60
@@ -420,6 +441,7 @@ the project working end to end offline. It is not SVD, knows nothing about real 
 | | |
 |---|---|
 | data | {len(data_meta)} training clips + {len(heldout_meta)} held-out clips, {clip['frames']} frames, {clip['width']}×{clip['height']}, {clip['fps']:g} fps, seed 0 (shapes that move, bounce, turn and scale over textured backgrounds, some with a camera pan) |
+| data (ExVideo stage) | {ex_counts[0]} training clips + {ex_counts[1]} held-out clips, the same draws (first frames, shapes, colours) with {_motion_options(ex_data)} |
 | VAE | `ch` {v.ch}, `ch_mult` {list(v.ch_mult)} ({smp.height // 2 ** (len(v.ch_mult) - 1)}² × {v.z_channels} latents), trained by `scripts/train_demo_vae.py`: {('squared error with the object pixels weighted ' + str(1 + vae['object_weight']) + '×') if vae.get('object_weight') else 'MSE'} + {vae['kl_weight']}·KL, {vae['steps']} steps of {vae['batch_clips']} clips × {vae['frames']} frames{(' from ' + vae['init']) if vae.get('init') else ''}; {vae['seconds']:.0f} s; GroupNorm {v.norm_groups} groups; reconstruction PSNR {vae['heldout_reconstruction_psnr_db']} dB on held-out frames ({vae['reconstruction_psnr_db']} dB on training frames); latent scale {vae['scale_factor']} (1/std) |
 | image encoder | ViT of OpenCLIP's class ({enc.image_size} px, patch {enc.patch_size}, width {enc.width}, {enc.layers} layers), **fixed random weights** (seed 0): its embedding is a fixed random feature of the first frame, not trained |
 | UNet (base) | {unet_widths} channels, GroupNorm {u.norm_groups} groups, {len(u.channel_mult)} levels, {u.num_res_blocks} res block(s) per level, {base_state['step']} steps from scratch, `train.py` full mode, EDM recipe (ln σ ~ N({bo['loss']['p_mean']}, {bo['loss']['p_std']}²)), batch {bo['batch_size']} × {bo['dataset']['num_frames']} frames, AdamW {_lr_schedule(run / 'base' / 'train_log.jsonl')}, final training x0-MSE {_final(run / 'base' / 'train_log.jsonl'):.4f} |
@@ -444,9 +466,9 @@ the project working end to end offline. It is not SVD, knows nothing about real 
 | extended (ExVideo) | {e['frames']} | {e['heldout_denoising_loss']} | {e['random_init_denoising_loss']} | {e['ratio']} |
 
 Generated from held-out first frames (seed {DEMO_SEED}, 0..255 scale): base — {vids(b)}. Extended — {vids(e)}.
-Held-out data: motion per clip {b['data']['motion'][0]:.2f}–{b['data']['motion'][1]:.2f} ({b['frames']} frames),
-{e['data']['motion'][0]:.2f}–{e['data']['motion'][1]:.2f} ({e['frames']} frames); drift to frame {e['frames'] - 1} between
-{e['data']['drift_min'][-1]:.2f} and {e['data']['drift_max'][-1]:.2f}.
+Held-out data (the base's clips at {b['frames']} frames, the ExVideo stage's at {e['frames']}): motion per clip
+{b['data']['motion'][0]:.2f}–{b['data']['motion'][1]:.2f} ({b['frames']} frames), {e['data']['motion'][0]:.2f}–{e['data']['motion'][1]:.2f} ({e['frames']} frames); drift
+to frame {e['frames'] - 1} between {e['data']['drift_min'][-1]:.2f} and {e['data']['drift_max'][-1]:.2f}.
 
 ## Against the targets of issue 6
 
@@ -463,7 +485,8 @@ they are held to frame 0 only.
 
 """ + _object_table(b, e) + f"""
 
-The held-out clips themselves, each against its own first frame: colour ΔE*ab of present objects at most
+The held-out clips themselves (the base's at {b['frames']} frames, the ExVideo stage's at {e['frames']}), each against
+its own first frame: colour ΔE*ab of present objects at most
 {b['data_objects']['delta_e_max']:.1f} over {b['frames']} frames ({e['data_objects']['delta_e_max']:.1f} over {e['frames']}; 95th
 percentile {e['data_objects']['delta_e_p95']:.1f}), objects present in {100 * e['data_objects']['present_fraction']:.0f}% of
 (object, frame) pairs: a moving object changes colour only by mp4 compression and by overlapping another object.

@@ -9,7 +9,8 @@ layout); with --csv also mindone's metadata.csv (path,length,motion_bucket_id); 
 one folder of PNG frames per clip (frames/<clip>/0000.png ...), the third layout the loaders read. Every clip
 also gets masks/<clip>.npz: ``labels`` (T, H, W) uint8, 0 for the background and k for the k-th object where
 it is drawn (later objects cover earlier ones, as in the frames), and ``colors`` (K, 3) uint8 RGB, so that
-evaluation can look at the objects (exvideo_ms/evaluation.py).
+evaluation can look at the objects (exvideo_ms/evaluation.py). <output>/generator.json keeps the options that made
+the dataset (every option but --output), so that a model card can say what its model was trained on.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import cv2
 import numpy as np
 
 SHAPES = ("circle", "square", "triangle", "star")
+GENERATOR_FILE = "generator.json"  # in --output: the options that made the dataset
 OBJECT_RADIUS = (0.08, 0.18)  # default --object-radius: each object's radius, fraction of the side (before pulsing)
 MOTIONS = ("mixed", "orbit")  # --motion: mixed = drift, bounce, turn, pulse, pans; orbit = a new kind (the demo LoRA)
 ORBIT_RADIUS = (0.15, 0.3)  # orbit: distance of each object from the frame centre, fraction of the side
@@ -184,6 +186,8 @@ def main(argv=None) -> int:
     if not 0 < lo <= hi <= 0.5:
         p.error(f"--object-radius {lo} {hi}: expected 0 < MIN <= MAX <= 0.5 (fractions of the frame side)")
     out = Path(a.output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / GENERATOR_FILE).write_text(json.dumps({k: v for k, v in vars(a).items() if k != "output"}, indent=1))
     for split, n, stream in (("train", a.clips, 0), ("heldout", a.heldout, 1)):
         if n > 0:
             write_split(out / split, np.random.default_rng([a.seed, stream]), n, a.frames, a.size, a.fps, a.csv,

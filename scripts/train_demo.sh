@@ -13,7 +13,11 @@
 #   4. the UNet from scratch, 8 frames (train.py, full mode), in two stages of half the steps each, then a tail of
 #      BASE_ANNEAL_STEPS at lr 1e-4 (an eighth of the base's): at the constant lr the weights stay noisy (held-out loss 8% apart
 #      between steps 4400 and 4800), and the tail takes 11-14% off it, as much as a LoRA on other data did
-#   5. ExVideo post-tuning to 32 frames (train.py, exvideo mode), then the post-hoc EMA (svd_tools/ema.py)
+#   5. ExVideo post-tuning to 32 frames (train.py, exvideo mode) on clips of its own, as the paper post-tunes on other
+#      data than SVD's: the same draws (first frames, colours) with the generator options EXVIDEO_DATA, by default
+#      objects that turn and pulse in place, no pans: on clips whose objects travel, post-tuning at 32 frames learns
+#      to clear an object from where it was, and the star of README's image is gone after a few frames
+#      (docs/demo_objects.md). Then the post-hoc EMA (svd_tools/ema.py)
 #   6. the bundle with its model card (scripts/bundle_demo.py) in $OUT/assets; the bundled demo in assets/demo
 #      is replaced only when asked: ASSETS=assets/demo bash scripts/train_demo.sh
 #   7. a LoRA on the bundled base model (train.py --train.mode lora) for a motion kind its data lacks: objects
@@ -21,7 +25,8 @@
 #      its held-out figures added to the model card (scripts/bundle_demo.py lora)
 # Variables: OUT (outputs/demo_run), CLIPS (300), VAE_STEPS (3600), VAE_OBJECT_WEIGHT (4), BASE_STEPS (4800),
 #            BASE_ANNEAL_STEPS (400),
-#            EXVIDEO_STEPS (600), ORBIT_CLIPS (150), LORA_STEPS (900), ASSETS ($OUT/assets)
+#            EXVIDEO_DATA ("--drift 0 --no-pan"), EXVIDEO_STEPS (600), ORBIT_CLIPS (150), LORA_STEPS (900),
+#            ASSETS ($OUT/assets)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
@@ -34,6 +39,7 @@ BASE_ANNEAL_STEPS=${BASE_ANNEAL_STEPS:-400}
 ORBIT_CLIPS=${ORBIT_CLIPS:-150}
 LORA_STEPS=${LORA_STEPS:-900}
 EXVIDEO_STEPS=${EXVIDEO_STEPS:-600}
+read -ra EXVIDEO_DATA <<< "${EXVIDEO_DATA---drift 0 --no-pan}"  # generator options, word-split
 ASSETS=${ASSETS:-$OUT/assets}
 mkdir -p "$OUT/done"
 TIMES="$OUT/stage_seconds.json"
@@ -68,9 +74,14 @@ stage base_second_half "${BASE[@]}" --train.max_steps "$BASE_STEPS"
 stage base_anneal "${BASE[@]}" --train.max_steps "$(( BASE_STEPS + BASE_ANNEAL_STEPS ))" --train.optimizer.lr 1.0e-4
 "$PY" scripts/bundle_demo.py exvideo-config --base-config "$OUT/vae/demo-base.yaml" --output "$OUT/demo-exvideo.yaml"
 BASE_CKPT=$(ls -d "$OUT"/base/checkpoints/step-* | tail -1)/trainable.ckpt
+stage exvideo_data "$PY" scripts/make_synthetic_dataset.py --output "$OUT/exvideo_data" --clips "$CLIPS" --heldout 16 \
+  --frames 32 --size 64 --fps 8 --seed 0 "${EXVIDEO_DATA[@]}"
+stage exvideo_precompute "$PY" svd_tools/precompute.py --model.config "$OUT/vae/demo-base.yaml" \
+  --model.checkpoint "$OUT/vae/encoders.ckpt" --dataset.path "$OUT/exvideo_data/train" --dataset.num_frames 32 \
+  --dataset.height 64 --dataset.width 64 --dataset.fps 8 --output "$OUT/exvideo_latents"
 stage exvideo "$PY" train.py --config configs/demo/train_exvideo.yaml --model.config "$OUT/demo-exvideo.yaml" \
   --model.checkpoint "[$OUT/vae/encoders.ckpt, $BASE_CKPT]" --train.output_dir "$OUT/exvideo" \
-  --train.dataset.path "$OUT/latents" --train.max_steps "$EXVIDEO_STEPS" \
+  --train.dataset.path "$OUT/exvideo_latents" --train.max_steps "$EXVIDEO_STEPS" \
   --train.save_every "$(( EXVIDEO_STEPS / 5 ))" --train.resume auto
 stage ema "$PY" svd_tools/ema.py --run "$OUT/exvideo" --gamma 0.9 --no-patch
 stage bundle "$PY" scripts/bundle_demo.py bundle --run "$OUT" --assets "$ASSETS"

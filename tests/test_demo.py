@@ -377,3 +377,28 @@ def test_model_card_gives_each_models_object_survey():
     assert "every one of the 16 held-out clips" in line
     assert "base 98.8% of (object, frame) pairs present, 29 of 31 objects in all 8 frames; " in line
     assert line.endswith("extended 45.5% of (object, frame) pairs present, 3 of 30 objects in all 32 frames.")
+
+
+def test_model_card_says_what_the_exvideo_stage_trained_on(tmp_path):
+    """make_synthetic_dataset.py keeps its options in generator.json, and the card's ExVideo data row reads them
+    there (the default motion and objects held in place differ); a run folder without the ExVideo stage's clips is
+    refused by name before anything is bundled."""
+    import json
+    card = load_script("bundle_demo")
+    for name, args, expected in (
+            ("moving", [], "`--drift 1`: objects drift at 1× the data's speed, some clips with a camera pan"),
+            ("still", ["--drift", "0", "--no-pan"], "`--drift 0 --no-pan`: objects turn and pulse in place, no camera pans")):
+        subprocess.run([sys.executable, str(REPO / "scripts" / "make_synthetic_dataset.py"), "--output",
+                        str(tmp_path / name), "--clips", "1", "--heldout", "0", "--frames", "2", "--size", "32",
+                        "--seed", "5"] + args, check=True, capture_output=True)
+        options = json.loads((tmp_path / name / "generator.json").read_text())
+        assert options["seed"] == 5 and options["clips"] == 1 and "output" not in options, options
+        assert card._motion_options(tmp_path / name) == expected
+    with pytest.raises(FileNotFoundError, match="generator.json missing"):
+        card._motion_options(tmp_path)
+    run = tmp_path / "run"
+    (run / "data" / "heldout").mkdir(parents=True)
+    (run / "data" / "heldout" / "metadata.json").write_text("[]")
+    with pytest.raises(FileNotFoundError, match=r"exvideo_data/heldout/metadata.json missing: the exvideo model's"):
+        card.bundle(run, tmp_path / "assets")
+    assert not (tmp_path / "assets").exists()
