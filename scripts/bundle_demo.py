@@ -116,6 +116,7 @@ def measure(run: Path, assets: Path) -> dict:
                 write_strip(first, video, assets / STRIP)
         out[kind] = {"frames": frames, "heldout_denoising_loss": round(trained, 5),
                      "random_init_denoising_loss": round(random, 5), "ratio": round(trained / random, 4),
+                     "generator": json.loads((run / DATA_DIRS[kind] / "generator.json").read_text()),
                      "videos": videos, "data": evaluation.data_ranges(heldout, frames),
                      "data_objects": evaluation.object_ranges(heldout, frames),
                      "survey": evaluation.object_survey(heldout, frames,
@@ -162,9 +163,10 @@ def bundle(run: Path, assets: Path) -> None:
     from exvideo_ms.checkpoint import CheckpointError, iter_checkpoint, save_checkpoint
     from exvideo_ms.train.checkpoint import step_dirs
     for kind, folder in DATA_DIRS.items():
-        if not (run / folder / "heldout" / "metadata.json").is_file():
-            raise FileNotFoundError(f"{run / folder / 'heldout' / 'metadata.json'} missing: the {kind} model's clips, "
-                                    f"made by train_demo.sh's {folder} stage")
+        for need in ("heldout/metadata.json", "generator.json"):
+            if not (run / folder / need).is_file():
+                raise FileNotFoundError(f"{run / folder / need} missing: the {kind} model's clips, made by "
+                                        f"train_demo.sh's {folder} stage")
     assets.mkdir(parents=True, exist_ok=True)
     base_unet = step_dirs(run / "base" / "checkpoints")[-1] / "trainable.ckpt"
     ex_dir = step_dirs(run / "exvideo" / "checkpoints")[-1]

@@ -399,6 +399,9 @@ def test_model_card_says_what_the_exvideo_stage_trained_on(tmp_path):
     run = tmp_path / "run"
     (run / "data" / "heldout").mkdir(parents=True)
     (run / "data" / "heldout" / "metadata.json").write_text("[]")
+    with pytest.raises(FileNotFoundError, match=r"data/generator.json missing: the base model's clips"):
+        card.bundle(run, tmp_path / "assets")
+    (run / "data" / "generator.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match=r"exvideo_data/heldout/metadata.json missing: the exvideo model's"):
         card.bundle(run, tmp_path / "assets")
     assert not (tmp_path / "assets").exists()
