@@ -39,6 +39,7 @@ STRIP_GAP, STRIP_SCALE = 4, 2  # white pixels between tiles; nearest-neighbour e
 # each model's clips in train_demo.sh's run folder (train/, heldout/, generator.json); both made with seed 0, so the
 # held-out first frames and their objects are the same, and the bundled images serve both models
 DATA_DIRS = {"base": "data", "exvideo": "exvideo_data"}
+GENERATOR = "generator.json"  # make_synthetic_dataset.py's GENERATOR_FILE: the options that made a dataset
 
 
 def exvideo_config(base_config: str, output: str) -> None:
@@ -116,7 +117,7 @@ def measure(run: Path, assets: Path) -> dict:
                 write_strip(first, video, assets / STRIP)
         out[kind] = {"frames": frames, "heldout_denoising_loss": round(trained, 5),
                      "random_init_denoising_loss": round(random, 5), "ratio": round(trained / random, 4),
-                     "generator": json.loads((run / DATA_DIRS[kind] / "generator.json").read_text()),
+                     "generator": json.loads((run / DATA_DIRS[kind] / GENERATOR).read_text()),
                      "videos": videos, "data": evaluation.data_ranges(heldout, frames),
                      "data_objects": evaluation.object_ranges(heldout, frames),
                      "survey": evaluation.object_survey(heldout, frames,
@@ -163,7 +164,7 @@ def bundle(run: Path, assets: Path) -> None:
     from exvideo_ms.checkpoint import CheckpointError, iter_checkpoint, save_checkpoint
     from exvideo_ms.train.checkpoint import step_dirs
     for kind, folder in DATA_DIRS.items():
-        for need in ("heldout/metadata.json", "generator.json"):
+        for need in ("heldout/metadata.json", GENERATOR):
             if not (run / folder / need).is_file():
                 raise FileNotFoundError(f"{run / folder / need} missing: the {kind} model's clips, made by "
                                         f"train_demo.sh's {folder} stage")
@@ -391,13 +392,15 @@ def _targets(b: dict, e: dict, vae: dict) -> str:
 
 
 def _motion_options(data: Path) -> str:
-    """What a dataset's make_synthetic_dataset.py options (its generator.json) did to the motion, for the card."""
-    path = data / "generator.json"
+    """What a dataset's make_synthetic_dataset.py options (its GENERATOR file) did to the motion, for the card."""
+    path = data / GENERATOR
     if not path.is_file():
         raise FileNotFoundError(f"{path} missing: make_synthetic_dataset.py writes it with the clips")
     g = json.loads(path.read_text())
-    what = ("objects turn and pulse in place" if g["drift"] == 0 else
-            f"objects drift at {g['drift']:g}× the data's speed")
+    if g["motion"] != "mixed":
+        return f"`--motion {g['motion']}`"
+    what = ("objects turn and pulse in place" if g["drift"] == 0 else "objects drift, bounce, turn and pulse"
+            if g["drift"] == 1 else f"objects drift at {g['drift']:g}× the default speed, bounce, turn and pulse")
     return (f"`--drift {g['drift']:g}{' --no-pan' if g['no_pan'] else ''}`: {what}, "
             f"{'no camera pans' if g['no_pan'] else 'some clips with a camera pan'}")
 

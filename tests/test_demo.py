@@ -386,8 +386,13 @@ def test_model_card_says_what_the_exvideo_stage_trained_on(tmp_path):
     import json
     card = load_script("bundle_demo")
     for name, args, expected in (
-            ("moving", [], "`--drift 1`: objects drift at 1× the data's speed, some clips with a camera pan"),
-            ("still", ["--drift", "0", "--no-pan"], "`--drift 0 --no-pan`: objects turn and pulse in place, no camera pans")):
+            ("moving", [], "`--drift 1`: objects drift, bounce, turn and pulse, some clips with a camera pan"),
+            ("slow", ["--drift", "0.25"],
+             "`--drift 0.25`: objects drift at 0.25× the default speed, bounce, turn and pulse, some clips with a "
+             "camera pan"),
+            ("still", ["--drift", "0", "--no-pan"],
+             "`--drift 0 --no-pan`: objects turn and pulse in place, no camera pans"),
+            ("orbit", ["--motion", "orbit"], "`--motion orbit`")):
         subprocess.run([sys.executable, str(REPO / "scripts" / "make_synthetic_dataset.py"), "--output",
                         str(tmp_path / name), "--clips", "1", "--heldout", "0", "--frames", "2", "--size", "32",
                         "--seed", "5"] + args, check=True, capture_output=True)
