@@ -10,7 +10,8 @@ one folder of PNG frames per clip (frames/<clip>/0000.png ...), the third layout
 also gets masks/<clip>.npz: ``labels`` (T, H, W) uint8, 0 for the background and k for the k-th object where
 it is drawn (later objects cover earlier ones, as in the frames), and ``colors`` (K, 3) uint8 RGB, so that
 evaluation can look at the objects (exvideo_ms/evaluation.py). <output>/generator.json keeps the options that made
-the dataset (every option but --output), so that a model card can say what its model was trained on.
+the dataset (every option but --output and --overwrite), so that a model card can say what its model was trained on. An --output
+that already holds a dataset (train/, heldout/ or generator.json) is refused unless --overwrite, which replaces it.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import argparse
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import cv2
@@ -177,6 +179,8 @@ def main(argv=None) -> int:
                    help="mixed kind: scale every object's drift velocity (default 1: up to 2.5 px per frame per axis "
                         "at 64 px; 0: objects turn and pulse in place); the clips' first frames do not change")
     p.add_argument("--no-pan", action="store_true", help="mixed kind: no camera pans (by default 40%% of clips pan)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the dataset already in --output (its train/, heldout/ and generator.json)")
     a = p.parse_args(argv)
     if not a.drift >= 0:
         p.error(f"--drift {a.drift}: expected SCALE >= 0 (a multiple of the mixed kind's drift)")
@@ -186,8 +190,18 @@ def main(argv=None) -> int:
     if not 0 < lo <= hi <= 0.5:
         p.error(f"--object-radius {lo} {hi}: expected 0 < MIN <= MAX <= 0.5 (fractions of the frame side)")
     out = Path(a.output)
+    existing = [out / name for name in ("train", "heldout", GENERATOR_FILE) if (out / name).exists()]
+    if existing and not a.overwrite:
+        p.error(f"--output {out} already holds a dataset ({', '.join(x.name for x in existing)}): pass --overwrite to "
+                f"replace it, or choose another folder")
+    for old in existing:
+        if old.is_dir():
+            shutil.rmtree(old)
+        else:
+            old.unlink()
     out.mkdir(parents=True, exist_ok=True)
-    (out / GENERATOR_FILE).write_text(json.dumps({k: v for k, v in vars(a).items() if k != "output"}, indent=1))
+    options = {k: v for k, v in vars(a).items() if k not in ("output", "overwrite")}
+    (out / GENERATOR_FILE).write_text(json.dumps(options, indent=1))
     for split, n, stream in (("train", a.clips, 0), ("heldout", a.heldout, 1)):
         if n > 0:
             write_split(out / split, np.random.default_rng([a.seed, stream]), n, a.frames, a.size, a.fps, a.csv,

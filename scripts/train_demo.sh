@@ -55,8 +55,9 @@ stage() {  # stage NAME COMMAND...: run unless done, record the wall-clock secon
   touch "$OUT/done/$name"
 }
 
+# the data stages pass --overwrite: a stage cut short left clips of its own in its folder, and starts again
 stage data "$PY" scripts/make_synthetic_dataset.py --output "$OUT/data" --clips "$CLIPS" --heldout 16 \
-  --frames 32 --size 64 --fps 8 --seed 0
+  --frames 32 --size 64 --fps 8 --seed 0 --overwrite
 VAE=("$PY" scripts/train_demo_vae.py --config configs/demo/base.yaml --data "$OUT/data/train" --output "$OUT/vae"
   --steps "$VAE_STEPS" --batch 4 --frames 2 --lr 3e-4 --object-weight "$VAE_OBJECT_WEIGHT"
   --heldout "$OUT/data/heldout" --eval-every 200)
@@ -75,7 +76,7 @@ stage base_anneal "${BASE[@]}" --train.max_steps "$(( BASE_STEPS + BASE_ANNEAL_S
 "$PY" scripts/bundle_demo.py exvideo-config --base-config "$OUT/vae/demo-base.yaml" --output "$OUT/demo-exvideo.yaml"
 BASE_CKPT=$(ls -d "$OUT"/base/checkpoints/step-* | tail -1)/trainable.ckpt
 stage exvideo_data "$PY" scripts/make_synthetic_dataset.py --output "$OUT/exvideo_data" --clips "$CLIPS" --heldout 16 \
-  --frames 32 --size 64 --fps 8 --seed 0 "${EXVIDEO_DATA[@]}"
+  --frames 32 --size 64 --fps 8 --seed 0 --overwrite "${EXVIDEO_DATA[@]}"
 stage exvideo_precompute "$PY" svd_tools/precompute.py --model.config "$OUT/vae/demo-base.yaml" \
   --model.checkpoint "$OUT/vae/encoders.ckpt" --dataset.path "$OUT/exvideo_data/train" --dataset.num_frames 32 \
   --dataset.height 64 --dataset.width 64 --dataset.fps 8 --output "$OUT/exvideo_latents"
@@ -87,7 +88,7 @@ stage ema "$PY" svd_tools/ema.py --run "$OUT/exvideo" --gamma 0.9 --no-patch
 stage bundle "$PY" scripts/bundle_demo.py bundle --run "$OUT" --assets "$ASSETS"
 # the orbit LoRA, on the bundled (float16) base model: what --SVD.lora will be merged into
 stage orbit_data "$PY" scripts/make_synthetic_dataset.py --output "$OUT/orbit" --clips "$ORBIT_CLIPS" --heldout 16 \
-  --frames 32 --size 64 --fps 8 --seed 1 --motion orbit
+  --frames 32 --size 64 --fps 8 --seed 1 --motion orbit --overwrite
 stage orbit_precompute "$PY" svd_tools/precompute.py --model.config "$ASSETS/demo-base.yaml" \
   --model.checkpoint "$ASSETS/base.ckpt" --dataset.path "$OUT/orbit/train" --dataset.num_frames 32 \
   --dataset.height 64 --dataset.width 64 --dataset.fps 8 --output "$OUT/orbit_latents"

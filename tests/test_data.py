@@ -44,6 +44,25 @@ def test_synthetic_generator_is_deterministic(synthetic, tmp_path):
     assert (synthetic.parent / "heldout" / "metadata.json").is_file()
 
 
+def test_synthetic_generator_refuses_to_overwrite_a_dataset(tmp_path):
+    """A second run into a folder that holds a dataset exits 2 naming the folder and what it holds, and leaves every
+    file as it was; with --overwrite it replaces the dataset, with no clip of the old one left behind."""
+    def run(*args):
+        return subprocess.run([sys.executable, str(REPO / "scripts" / "make_synthetic_dataset.py"), "--output",
+                               str(tmp_path / "d"), "--frames", "2", "--size", "32", *args], capture_output=True,
+                              text=True)
+    assert run("--clips", "3", "--heldout", "1").returncode == 0
+    before = {f: f.read_bytes() for f in (tmp_path / "d").rglob("*") if f.is_file()}
+    r = run("--clips", "1", "--heldout", "0", "--seed", "1")
+    assert r.returncode == 2 and f"--output {tmp_path / 'd'} already holds a dataset (train, heldout, generator.json)" \
+        in r.stderr, r.stderr
+    assert {f: f.read_bytes() for f in (tmp_path / "d").rglob("*") if f.is_file()} == before
+    assert run("--clips", "1", "--heldout", "0", "--seed", "1", "--overwrite").returncode == 0
+    assert sorted(f.name for f in (tmp_path / "d" / "train" / "videos").iterdir()) == ["clip_00000.mp4"]
+    assert not (tmp_path / "d" / "heldout").exists()
+    assert json.loads((tmp_path / "d" / "generator.json").read_text())["seed"] == 1
+
+
 def test_three_formats_load_the_same_clip_identically(synthetic):
     """metadata.json and the CSV point at the same mp4; the frame folder holds the PNGs of the same frames:
     all three give the same sample up to the video codec (mp4 vs lossless PNG)."""
