@@ -10,8 +10,9 @@ one folder of PNG frames per clip (frames/<clip>/0000.png ...), the third layout
 also gets masks/<clip>.npz: ``labels`` (T, H, W) uint8, 0 for the background and k for the k-th object where
 it is drawn (later objects cover earlier ones, as in the frames), and ``colors`` (K, 3) uint8 RGB, so that
 evaluation can look at the objects (exvideo_ms/evaluation.py). <output>/generator.json keeps the options that made
-the dataset (every option but --output and --overwrite), so that a model card can say what its model was trained on. An --output
-that already holds a dataset (train/, heldout/ or generator.json) is refused unless --overwrite, which replaces it.
+the dataset (every option but --output and --overwrite), so that a model card can say what its model was trained
+on. An --output that already holds a dataset (train/, heldout/ or generator.json) is refused unless --overwrite,
+which replaces it.
 """
 from __future__ import annotations
 
