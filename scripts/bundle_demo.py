@@ -391,12 +391,9 @@ def _targets(b: dict, e: dict, vae: dict) -> str:
     return "\n".join(rows)
 
 
-def _motion_options(data: Path) -> str:
-    """What a dataset's make_synthetic_dataset.py options (its GENERATOR file) did to the motion, for the card."""
-    path = data / GENERATOR
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} missing: make_synthetic_dataset.py writes it with the clips")
-    g = json.loads(path.read_text())
+def _motion_options(g: dict) -> str:
+    """What a dataset's make_synthetic_dataset.py options (its GENERATOR file, in measurements.json) did to the
+    motion, for the card."""
     if g["motion"] != "mixed":
         return f"`--motion {g['motion']}`"
     what = ("objects turn and pulse in place" if g["drift"] == 0 else "objects drift, bounce, turn and pulse"
@@ -446,7 +443,7 @@ the project working end to end offline. It is not SVD, knows nothing about real 
 | | |
 |---|---|
 | data | {len(data_meta)} training clips + {len(heldout_meta)} held-out clips, {clip['frames']} frames, {clip['width']}×{clip['height']}, {clip['fps']:g} fps, seed 0 (shapes that move, bounce, turn and scale over textured backgrounds, some with a camera pan) |
-| data (ExVideo stage) | {ex_counts[0]} training clips + {ex_counts[1]} held-out clips, the same draws (first frames, shapes, colours) with {_motion_options(ex_data)} |
+| data (ExVideo stage) | {ex_counts[0]} training clips + {ex_counts[1]} held-out clips, the same draws (first frames, shapes, colours) with {_motion_options(e['generator'])} |
 | VAE | `ch` {v.ch}, `ch_mult` {list(v.ch_mult)} ({smp.height // 2 ** (len(v.ch_mult) - 1)}² × {v.z_channels} latents), trained by `scripts/train_demo_vae.py`: {('squared error with the object pixels weighted ' + str(1 + vae['object_weight']) + '×') if vae.get('object_weight') else 'MSE'} + {vae['kl_weight']}·KL, {vae['steps']} steps of {vae['batch_clips']} clips × {vae['frames']} frames{(' from ' + vae['init']) if vae.get('init') else ''}; {vae['seconds']:.0f} s; GroupNorm {v.norm_groups} groups; reconstruction PSNR {vae['heldout_reconstruction_psnr_db']} dB on held-out frames ({vae['reconstruction_psnr_db']} dB on training frames); latent scale {vae['scale_factor']} (1/std) |
 | image encoder | ViT of OpenCLIP's class ({enc.image_size} px, patch {enc.patch_size}, width {enc.width}, {enc.layers} layers), **fixed random weights** (seed 0): its embedding is a fixed random feature of the first frame, not trained |
 | UNet (base) | {unet_widths} channels, GroupNorm {u.norm_groups} groups, {len(u.channel_mult)} levels, {u.num_res_blocks} res block(s) per level, {base_state['step']} steps from scratch, `train.py` full mode, EDM recipe (ln σ ~ N({bo['loss']['p_mean']}, {bo['loss']['p_std']}²)), batch {bo['batch_size']} × {bo['dataset']['num_frames']} frames, AdamW {_lr_schedule(run / 'base' / 'train_log.jsonl')}, final training x0-MSE {_final(run / 'base' / 'train_log.jsonl'):.4f} |

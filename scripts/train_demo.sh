@@ -56,17 +56,18 @@ stage() {  # stage NAME COMMAND...: run unless done, record the wall-clock secon
 }
 
 # the data stages pass --overwrite: a stage cut short left clips of its own in its folder, and starts again
-stage data "$PY" scripts/make_synthetic_dataset.py --output "$OUT/data" --clips "$CLIPS" --heldout 16 \
-  --frames 32 --size 64 --fps 8 --seed 0 --overwrite
+CLIPS_32=(--heldout 16 --frames 32 --size 64 --fps 8 --overwrite)  # every data stage's clips
+PRECOMPUTE=("$PY" svd_tools/precompute.py --dataset.num_frames 32 --dataset.height 64 --dataset.width 64
+  --dataset.fps 8)  # + the encoders and the clips
+stage data "$PY" scripts/make_synthetic_dataset.py --output "$OUT/data" --clips "$CLIPS" --seed 0 "${CLIPS_32[@]}"
 VAE=("$PY" scripts/train_demo_vae.py --config configs/demo/base.yaml --data "$OUT/data/train" --output "$OUT/vae"
   --steps "$VAE_STEPS" --batch 4 --frames 2 --lr 3e-4 --object-weight "$VAE_OBJECT_WEIGHT"
   --heldout "$OUT/data/heldout" --eval-every 200)
 stage vae_first_third "${VAE[@]}" --stop-after "$(( VAE_STEPS / 3 ))"
 stage vae_second_third "${VAE[@]}" --resume --stop-after "$(( VAE_STEPS * 2 / 3 ))"
 stage vae "${VAE[@]}" --resume
-stage precompute "$PY" svd_tools/precompute.py --model.config "$OUT/vae/demo-base.yaml" \
-  --model.checkpoint "$OUT/vae/encoders.ckpt" --dataset.path "$OUT/data/train" --dataset.num_frames 32 \
-  --dataset.height 64 --dataset.width 64 --dataset.fps 8 --output "$OUT/latents"
+stage precompute "${PRECOMPUTE[@]}" --model.config "$OUT/vae/demo-base.yaml" \
+  --model.checkpoint "$OUT/vae/encoders.ckpt" --dataset.path "$OUT/data/train" --output "$OUT/latents"
 BASE=("$PY" train.py --config configs/demo/train_base.yaml --model.config "$OUT/vae/demo-base.yaml"
   --model.checkpoint "$OUT/vae/encoders.ckpt" --train.output_dir "$OUT/base"
   --train.dataset.path "$OUT/latents" --train.save_every 400 --train.resume auto)
@@ -75,11 +76,10 @@ stage base_second_half "${BASE[@]}" --train.max_steps "$BASE_STEPS"
 stage base_anneal "${BASE[@]}" --train.max_steps "$(( BASE_STEPS + BASE_ANNEAL_STEPS ))" --train.optimizer.lr 1.0e-4
 "$PY" scripts/bundle_demo.py exvideo-config --base-config "$OUT/vae/demo-base.yaml" --output "$OUT/demo-exvideo.yaml"
 BASE_CKPT=$(ls -d "$OUT"/base/checkpoints/step-* | tail -1)/trainable.ckpt
-stage exvideo_data "$PY" scripts/make_synthetic_dataset.py --output "$OUT/exvideo_data" --clips "$CLIPS" --heldout 16 \
-  --frames 32 --size 64 --fps 8 --seed 0 --overwrite "${EXVIDEO_DATA[@]}"
-stage exvideo_precompute "$PY" svd_tools/precompute.py --model.config "$OUT/vae/demo-base.yaml" \
-  --model.checkpoint "$OUT/vae/encoders.ckpt" --dataset.path "$OUT/exvideo_data/train" --dataset.num_frames 32 \
-  --dataset.height 64 --dataset.width 64 --dataset.fps 8 --output "$OUT/exvideo_latents"
+stage exvideo_data "$PY" scripts/make_synthetic_dataset.py --output "$OUT/exvideo_data" --clips "$CLIPS" --seed 0 \
+  "${CLIPS_32[@]}" "${EXVIDEO_DATA[@]}"
+stage exvideo_precompute "${PRECOMPUTE[@]}" --model.config "$OUT/vae/demo-base.yaml" \
+  --model.checkpoint "$OUT/vae/encoders.ckpt" --dataset.path "$OUT/exvideo_data/train" --output "$OUT/exvideo_latents"
 stage exvideo "$PY" train.py --config configs/demo/train_exvideo.yaml --model.config "$OUT/demo-exvideo.yaml" \
   --model.checkpoint "[$OUT/vae/encoders.ckpt, $BASE_CKPT]" --train.output_dir "$OUT/exvideo" \
   --train.dataset.path "$OUT/exvideo_latents" --train.max_steps "$EXVIDEO_STEPS" \
@@ -87,11 +87,10 @@ stage exvideo "$PY" train.py --config configs/demo/train_exvideo.yaml --model.co
 stage ema "$PY" svd_tools/ema.py --run "$OUT/exvideo" --gamma 0.9 --no-patch
 stage bundle "$PY" scripts/bundle_demo.py bundle --run "$OUT" --assets "$ASSETS"
 # the orbit LoRA, on the bundled (float16) base model: what --SVD.lora will be merged into
-stage orbit_data "$PY" scripts/make_synthetic_dataset.py --output "$OUT/orbit" --clips "$ORBIT_CLIPS" --heldout 16 \
-  --frames 32 --size 64 --fps 8 --seed 1 --motion orbit --overwrite
-stage orbit_precompute "$PY" svd_tools/precompute.py --model.config "$ASSETS/demo-base.yaml" \
-  --model.checkpoint "$ASSETS/base.ckpt" --dataset.path "$OUT/orbit/train" --dataset.num_frames 32 \
-  --dataset.height 64 --dataset.width 64 --dataset.fps 8 --output "$OUT/orbit_latents"
+stage orbit_data "$PY" scripts/make_synthetic_dataset.py --output "$OUT/orbit" --clips "$ORBIT_CLIPS" --seed 1 \
+  --motion orbit "${CLIPS_32[@]}"
+stage orbit_precompute "${PRECOMPUTE[@]}" --model.config "$ASSETS/demo-base.yaml" \
+  --model.checkpoint "$ASSETS/base.ckpt" --dataset.path "$OUT/orbit/train" --output "$OUT/orbit_latents"
 stage lora "$PY" train.py --config configs/demo/train_lora.yaml --model.config "$ASSETS/demo-base.yaml" \
   --model.checkpoint "$ASSETS/base.ckpt" --train.output_dir "$OUT/lora" --train.dataset.path "$OUT/orbit_latents" \
   --train.max_steps "$LORA_STEPS" --train.resume auto
