@@ -7,12 +7,13 @@
 ``bundle`` writes the demo into ``assets/`` (fp16 weights: base.ckpt = VAE + image encoder + 8-frame UNet,
 exvideo.ckpt = the EMA-averaged ExVideo blocks of the 32-frame model; both YAML configs; held-out first frames; loss
 curves) and measures it for MODEL_CARD.md: held-out denoising loss against the same networks at random
-initialisation, and the first-frame PSNR, motion and drift of generated videos against the ranges of the held-out
-clips (each model against its own training data's: DATA_DIRS), and every object of each held-out image (issue 19:
-its region's PSNR in frame 0, its colour and presence through the video, against the held-out clips' own ranges; and
-evaluation.object_survey over the objects of every held-out clip), with README's picture (``demo_strip.png``: the
-input and frames of README's first command). ``lora`` adds the orbit LoRA (issue 20) to a bundle: the file, an orbit
-held-out first frame, and its held-out loss with and without it.
+initialisation, and the first-frame PSNR, motion and drift of generated videos against the ranges of the base
+data's held-out clips (issue 6; the extended model's also against its own training data's), and every object of each
+held-out image (issue 19: its region's PSNR in frame 0, its colour and presence through the video, against the
+held-out clips of the model's own training data, DATA_DIRS; and evaluation.object_survey over the objects of every
+held-out clip), with README's picture (``demo_strip.png``: the input and frames of README's first command). ``lora``
+adds the orbit LoRA (issue 20) to a bundle: the file, an orbit held-out first frame, and its held-out loss with and
+without it.
 """
 from __future__ import annotations
 
@@ -86,6 +87,7 @@ def measure(run: Path, assets: Path) -> dict:
     for kind, cfg_file, ckpts in (("base", "demo-base.yaml", ["base.ckpt"]),
                                   ("exvideo", "demo-exvideo.yaml", ["base.ckpt", "exvideo.ckpt"])):
         heldout = run / DATA_DIRS[kind] / "heldout"
+        base_heldout = run / DATA_DIRS["base"] / "heldout"  # issue 6's motion and drift ranges, for every model
         clip_paths = {Path(item["path"]).stem: item["path"]
                       for item in json.loads((heldout / "metadata.json").read_text())}
         cfg = load_config(assets / cfg_file)
@@ -119,6 +121,7 @@ def measure(run: Path, assets: Path) -> dict:
                      "random_init_denoising_loss": round(random, 5), "ratio": round(trained / random, 4),
                      "generator": json.loads((run / DATA_DIRS[kind] / GENERATOR).read_text()),
                      "videos": videos, "data": evaluation.data_ranges(heldout, frames),
+                     "base_data": evaluation.data_ranges(base_heldout, frames),
                      "data_objects": evaluation.object_ranges(heldout, frames),
                      "survey": evaluation.object_survey(heldout, frames,
                                                         lambda first: pipe(first, seed=DEMO_SEED, progress=False))}
@@ -372,23 +375,39 @@ def _object_table(b: dict, e: dict) -> str:
 
 
 def _targets(b: dict, e: dict, vae: dict) -> str:
-    """One line per target of issue 6, met or not, with the measured figure."""
+    """One line per target of issue 6, met or not, with the measured figure. Motion and drift are held to the base
+    data's held-out clips (at each model's frame count), as since issue 6; when the ExVideo stage trained on clips of
+    its own, the extended model's videos are also set against those, as a figure and not a target."""
     def mark(ok):
         return "met" if ok else "**not met**"
     rows = []
     for name, f in (("base", b), ("extended", e)):
         rows.append(f"- {name}: held-out loss ratio {f['ratio']} (target ≤ {TARGET_LOSS_RATIO}): {mark(f['ratio'] <= TARGET_LOSS_RATIO)}")
+        lo, hi = f["base_data"]["motion"]
         for v in f["videos"]:
-            lo, hi = f["data"]["motion"]
-            drift_ok = all(d <= m + 1e-9 for d, m in zip(v["drift"], f["data"]["drift_max"]))
+            drift_ok = not _frames_over(v["drift"], f["base_data"]["drift_max"])
             rows.append(f"- {name}, {v['image']}: first-frame PSNR {v['first_frame_psnr_db']} dB (target ≥ {TARGET_PSNR_DB}): "
                         f"{mark(v['first_frame_psnr_db'] >= TARGET_PSNR_DB)}; motion {v['motion']} in the held-out range "
                         f"{lo:.2f}–{hi:.2f}: {mark(lo <= v['motion'] <= hi)}; drift within the held-out maximum at every "
                         f"frame: {mark(drift_ok)}")
+    if e["generator"] != b["generator"]:
+        lo, hi = e["data"]["motion"]
+        for v in e["videos"]:
+            over = _frames_over(v["drift"], e["data"]["drift_max"])
+            excess = max((v["drift"][i] - e["data"]["drift_max"][i] for i in over), default=0.0)
+            rows.append(f"- extended, {v['image']}, against the ExVideo stage's own held-out clips: motion {v['motion']} "
+                        f"{'in' if lo <= v['motion'] <= hi else 'outside'} their range {lo:.2f}–{hi:.2f}; drift "
+                        + (f"above their maximum at {len(over)} of {len(v['drift']) - 1} frames (by up to {excess:.2f})"
+                           if over else "within their maximum at every frame"))
     rows.append(f"- the VAE alone reconstructs held-out frames at {vae['heldout_reconstruction_psnr_db']} dB (training frames: "
                 f"{vae['reconstruction_psnr_db']} dB); each first frame goes through its decoder, and the VAE alone gives "
                 + ", ".join(f"{v['vae_only_psnr_db']} dB on {v['image']}" for v in b["videos"]))
     return "\n".join(rows)
+
+
+def _frames_over(drift: list, drift_max: list) -> list:
+    """The frames at which a video's drift exceeds a data range's per-frame maximum."""
+    return [i for i, (d, m) in enumerate(zip(drift, drift_max)) if d > m + 1e-9]
 
 
 def _motion_options(g: dict) -> str:
@@ -468,9 +487,10 @@ the project working end to end offline. It is not SVD, knows nothing about real 
 | extended (ExVideo) | {e['frames']} | {e['heldout_denoising_loss']} | {e['random_init_denoising_loss']} | {e['ratio']} |
 
 Generated from held-out first frames (seed {DEMO_SEED}, 0..255 scale): base — {vids(b)}. Extended — {vids(e)}.
-Held-out data (the base's clips at {b['frames']} frames, the ExVideo stage's at {e['frames']}): motion per clip
-{b['data']['motion'][0]:.2f}–{b['data']['motion'][1]:.2f} ({b['frames']} frames), {e['data']['motion'][0]:.2f}–{e['data']['motion'][1]:.2f} ({e['frames']} frames); drift
-to frame {e['frames'] - 1} between {e['data']['drift_min'][-1]:.2f} and {e['data']['drift_max'][-1]:.2f}.
+Held-out data, motion per clip: the base's clips {b['base_data']['motion'][0]:.2f}–{b['base_data']['motion'][1]:.2f} over {b['frames']} frames and
+{e['base_data']['motion'][0]:.2f}–{e['base_data']['motion'][1]:.2f} over {e['frames']} (drift to frame {e['frames'] - 1} between {e['base_data']['drift_min'][-1]:.2f} and
+{e['base_data']['drift_max'][-1]:.2f}); the ExVideo stage's clips {e['data']['motion'][0]:.2f}–{e['data']['motion'][1]:.2f} over {e['frames']} frames (drift to frame
+{e['frames'] - 1} between {e['data']['drift_min'][-1]:.2f} and {e['data']['drift_max'][-1]:.2f}).
 
 ## Against the targets of issue 6
 

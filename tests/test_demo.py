@@ -367,6 +367,29 @@ def test_model_card_names_the_frame_with_the_most_foreign_colour():
     assert extended.startswith("- extended:") and "5.0% (clip_1.png, frame 2" in extended and extended.endswith("**not met**")
 
 
+def test_model_card_holds_motion_and_drift_to_the_base_data_and_sets_the_extended_model_against_its_own():
+    """The issue 6 lines of the card hold both models' motion and drift to the base data's held-out clips; when the
+    ExVideo stage trained on clips of its own, the extended model's videos are also set against those, naming how
+    many frames exceed their drift maximum and by how much."""
+    card = load_script("bundle_demo")
+    video = {"image": "clip_0.png", "first_frame_psnr_db": 28.0, "vae_only_psnr_db": 29.0, "motion": 2.0,
+             "drift": [0.0, 3.0, 5.0, 4.0]}
+    moving = {"motion": [0.5, 8.0], "drift_max": [0.0, 9.0, 12.0, 14.0], "drift_min": [0.0] * 4}
+    still = {"motion": [0.1, 2.5], "drift_max": [0.0, 2.5, 5.0, 3.0], "drift_min": [0.0] * 4}
+
+    def model(data, generator):
+        return {"ratio": 0.2, "videos": [video], "base_data": moving, "data": data, "generator": generator}
+    vae = {"heldout_reconstruction_psnr_db": 29.0, "reconstruction_psnr_db": 30.0}
+    lines = card._targets(model(moving, {"drift": 1}), model(still, {"drift": 0}), vae).splitlines()
+    assert all(line.endswith("drift within the held-out maximum at every frame: met")
+               for line in lines if ", clip_0.png: first-frame PSNR" in line)
+    own = [line for line in lines if "own held-out clips" in line]
+    assert own == ["- extended, clip_0.png, against the ExVideo stage's own held-out clips: motion 2.0 in their range "
+                   "0.10–2.50; drift above their maximum at 2 of 3 frames (by up to 1.00)"]
+    same = card._targets(model(moving, {"drift": 1}), model(moving, {"drift": 1}), vae)
+    assert "own held-out clips" not in same
+
+
 def test_model_card_gives_each_models_object_survey():
     """The card's line on all held-out clips carries each model's own evaluation.object_survey figures."""
     card = load_script("bundle_demo")
