@@ -84,10 +84,10 @@ def measure(run: Path, assets: Path) -> dict:
     from exvideo_ms.pipeline import SVDPipeline
     backend.setup_device("CPU", mode=0)
     out = {}
+    base_heldout = run / DATA_DIRS["base"] / "heldout"  # issue 6's motion and drift ranges, for every model
     for kind, cfg_file, ckpts in (("base", "demo-base.yaml", ["base.ckpt"]),
                                   ("exvideo", "demo-exvideo.yaml", ["base.ckpt", "exvideo.ckpt"])):
         heldout = run / DATA_DIRS[kind] / "heldout"
-        base_heldout = run / DATA_DIRS["base"] / "heldout"  # issue 6's motion and drift ranges, for every model
         clip_paths = {Path(item["path"]).stem: item["path"]
                       for item in json.loads((heldout / "metadata.json").read_text())}
         cfg = load_config(assets / cfg_file)
@@ -117,11 +117,12 @@ def measure(run: Path, assets: Path) -> dict:
                            "foreign_area": evaluation.foreign_area(video, first).round(4).tolist()})
             if kind == "exvideo" and img.name == Path(I2V_IMAGE).name:
                 write_strip(first, video, assets / STRIP)
+        data = evaluation.data_ranges(heldout, frames)
         out[kind] = {"frames": frames, "heldout_denoising_loss": round(trained, 5),
                      "random_init_denoising_loss": round(random, 5), "ratio": round(trained / random, 4),
                      "generator": json.loads((run / DATA_DIRS[kind] / GENERATOR).read_text()),
-                     "videos": videos, "data": evaluation.data_ranges(heldout, frames),
-                     "base_data": evaluation.data_ranges(base_heldout, frames),
+                     "videos": videos, "data": data,
+                     "base_data": data if heldout == base_heldout else evaluation.data_ranges(base_heldout, frames),
                      "data_objects": evaluation.object_ranges(heldout, frames),
                      "survey": evaluation.object_survey(heldout, frames,
                                                         lambda first: pipe(first, seed=DEMO_SEED, progress=False))}

@@ -18,6 +18,7 @@ I2V_CONFIG = REPO / "configs" / "demo" / "i2v.yaml"
 HELDOUT_CLIPS = 1  # one clip keeps the test short; the margin to the target is wide (model card: 0.18, 0.045 vs 0.5)
 MAX_LOSS_RATIO = 0.5  # trained held-out loss at most half the random-init loss, issue 6
 MIN_FIRST_FRAME_PSNR_DB = 20.0  # a generated video's first frame against the input image (0..255), issue 6
+MODEL_OF = {"base": "base", "extended": "exvideo"}  # the tests' names -> measurements.json's
 
 
 def _make_heldout(out: Path, model: str, frames: int) -> Path:
@@ -38,7 +39,7 @@ def _make_heldout(out: Path, model: str, frames: int) -> Path:
 def heldout(tmp_path_factory):
     """Each model's held-out clips, 32 frames: {"base": the base data's, "exvideo": the ExVideo stage's own data's
     (the same first frames, objects held in place)}."""
-    return {model: _make_heldout(tmp_path_factory.mktemp(f"{model}_data"), model, 32) for model in ("base", "exvideo")}
+    return {model: _make_heldout(tmp_path_factory.mktemp(f"{model}_data"), model, 32) for model in MODEL_OF.values()}
 
 
 def _extended_ranges(roots: dict, frames: int) -> dict:
@@ -175,9 +176,6 @@ def test_extended_demo_video_starts_from_the_image_moves_and_does_not_drift(read
     assert max(steps[0], steps[-1]) <= steps[1:-1].max(), steps
 
 
-MODEL_OF = {"base": "base", "extended": "exvideo"}  # the tests' names -> measurements.json's
-
-
 @pytest.fixture(scope="module")
 def pipelines():
     """{"base": the 8-frame base model's pipeline, "extended": the 32-frame ExVideo model's}, built once for the
@@ -278,7 +276,7 @@ def heldout_long(tmp_path_factory):
     """Both models' held-out splits at LONG_FRAMES frames (as ``heldout``; clip 0 starts with the bundled held-out
     image)."""
     return {model: _make_heldout(tmp_path_factory.mktemp(f"{model}_data_long"), model, LONG_FRAMES)
-            for model in ("base", "exvideo")}
+            for model in MODEL_OF.values()}
 
 
 @pytest.mark.slow
